@@ -1,0 +1,108 @@
+"""The TFDS data set of (picture, spectral volume) examples, and reading it.
+
+Written as array_record with `tfds.features.Tensor` features only, so
+neither writing nor reading needs TensorFlow. Layout of a prepared folder::
+
+  DATA_DIR/spectral_volumes/1.0.0/   TFDS shards, dataset_info.json
+  DATA_DIR/clip_config.json          the ClipConfig the clips were made with
+  DATA_DIR/normalization.json        per-frequency scales (NormalizationStats)
+  DATA_DIR/abs_histogram.npz         histogram they came from (any percentile)
+  DATA_DIR/report.json               videos, clips kept, clips dropped by reason
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from spectral_jax.data.clips import ClipConfig
+from spectral_jax.motion.normalize import NormalizationStats
+
+NAME = "spectral_volumes"
+VERSION = "1.0.0"
+CLIP_CONFIG_FILE = "clip_config.json"
+NORMALIZATION_FILE = "normalization.json"
+HISTOGRAM_FILE = "abs_histogram.npz"
+REPORT_FILE = "report.json"
+
+
+def features(config: ClipConfig) -> tfds.features.FeaturesDict:
+  """The example schema; shapes follow `clips.make_example`."""
+  height, width = config.height, config.width
+  frames = config.num_render_frames
+  tensor = tfds.features.Tensor
+  return tfds.features.FeaturesDict({
+      "image": tensor(shape=(height, width, 3), dtype=np.uint8),
+      "spectral_volume": tensor(shape=(config.num_freqs, height, width, 4), dtype=np.float16),
+      "frames": tensor(shape=(frames, height, width, 3), dtype=np.uint8),
+      "frame_times": tensor(shape=(frames,), dtype=np.int32),
+      "displacements": tensor(shape=(frames, height, width, 2), dtype=np.float16),
+      "video": tensor(shape=(), dtype=np.str_),
+      "clip_start": tensor(shape=(), dtype=np.int32),
+  })
+
+
+class SpectralVolumes(tfds.core.GeneratorBasedBuilder):
+  """Writes examples already extracted to per-clip ``.npz`` files.
+
+  Extraction (flow, filtering, FFT) happens before, in parallel and
+  resumably (`spectral_jax.data.prepare`); this builder only lays the clips
+  out as a TFDS data set.
+  """
+
+  VERSION = tfds.core.Version(VERSION)
+
+  def __init__(self, *, clip_config: ClipConfig, clip_files: dict[str, list[Path]], **kwargs):
+    self._clip_config = clip_config
+    self._clip_files = clip_files
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="Reference frames and spectral volumes of natural oscillating motion.",
+        features=features(self._clip_config),
+        metadata=tfds.core.MetadataDict(clip_config=self._clip_config.to_json()),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing is downloaded.
+    return {split: self._generate_examples(files)
+            for split, files in self._clip_files.items() if files}
+
+  def _generate_examples(self, files):
+    for path in files:
+      with np.load(path) as clip:
+        example = {name: clip[name] for name in clip.files}
+      example["video"] = str(example["video"])
+      yield f"{example['video']}:{int(example['clip_start'])}", example
+
+
+def builder_dir(data_dir) -> Path:
+  return Path(data_dir) / NAME / VERSION
+
+
+def is_prepared(data_dir) -> bool:
+  return (builder_dir(data_dir) / "dataset_info.json").is_file()
+
+
+def open_split(data_dir, split: str = "train"):
+  """Random-access source of one split's examples (dicts of NumPy arrays;
+  ``video`` comes back as bytes)."""
+  if not is_prepared(data_dir):
+    raise FileNotFoundError(f"{data_dir}: no prepared data set (run `spectral-jax prepare`)")
+  builder = tfds.builder_from_directory(str(builder_dir(data_dir)))
+  if split not in builder.info.splits:
+    raise KeyError(f"{data_dir}: no split {split!r}; has {sorted(builder.info.splits)}")
+  return builder.as_data_source(split)
+
+
+def load_clip_config(data_dir) -> ClipConfig:
+  return ClipConfig.from_json(json.loads((Path(data_dir) / CLIP_CONFIG_FILE).read_text()))
+
+
+def load_normalization(data_dir) -> NormalizationStats:
+  return NormalizationStats.load(Path(data_dir) / NORMALIZATION_FILE)

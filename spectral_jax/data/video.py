@@ -1,0 +1,127 @@
+"""Reading videos resampled to a fixed frame rate and size, writing H.264.
+
+Decoding, frame-rate resampling, centre cropping to the target aspect ratio
+and resizing all run inside ffmpeg (shipped by imageio-ffmpeg), a separate
+process, so they overlap with the optical flow computed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Iterator
+
+import imageio_ffmpeg
+import numpy as np
+
+from spectral_jax.atomic import atomic_output
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v")
+
+# imageio-ffmpeg warns on every read whose output size differs from the
+# source size, which is every read here.
+logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
+
+
+class VideoError(ValueError):
+  """A video that cannot be used; the message is meant for the user."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+  """``"256x160"`` → ``(256, 160)`` as (width, height)."""
+  match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+  if not match:
+    raise ValueError(f"size must be WIDTHxHEIGHT, e.g. 256x160, got {text!r}")
+  width, height = int(match.group(1)), int(match.group(2))
+  if width < 8 or height < 8 or width % 2 or height % 2:
+    raise ValueError(f"size must be even and at least 8x8, got {text!r}")
+  return width, height
+
+
+def iter_frames(path, *, fps: float, size: tuple[int, int]) -> Iterator[np.ndarray]:
+  """Frames of a video as uint8 ``[H, W, 3]`` RGB, resampled to ``fps`` and
+  centre-cropped to the aspect ratio of ``size = (W, H)`` then resized.
+
+  Raises:
+    VideoError: the file is missing or is not a readable video.
+  """
+  path = Path(path)
+  if not path.is_file():
+    raise VideoError(f"{path}: no such file")
+  width, height = size
+  crop = (f"crop='min(iw,ih*{width}/{height})':'min(ih,iw*{height}/{width})'")
+  filters = f"fps={fps:g},{crop},scale={width}:{height}:flags=area,setsar=1"
+  try:
+    reader = imageio_ffmpeg.read_frames(str(path), output_params=["-vf", filters])
+    next(reader)  # Metadata; raises if ffmpeg cannot open the stream.
+  except (OSError, RuntimeError, StopIteration) as error:
+    raise VideoError(f"{path}: not a readable video ({_first_line(error)})") from None
+  frame_bytes = width * height * 3
+  try:
+    for buffer in reader:
+      if len(buffer) != frame_bytes:
+        raise VideoError(f"{path}: truncated frame from the decoder")
+      yield np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
+  except (OSError, RuntimeError) as error:
+    raise VideoError(f"{path}: decoding failed ({_first_line(error)})") from None
+  finally:
+    reader.close()
+
+
+def read_clip(path, *, num_frames: int, fps: float, size: tuple[int, int],
+              start_frame: int = 0) -> np.ndarray:
+  """The ``num_frames`` frames from ``start_frame`` on (counted at ``fps``),
+  uint8 ``[T, H, W, 3]``.
+
+  Raises:
+    VideoError: unreadable, or fewer frames than asked for.
+  """
+  frames = []
+  num_read = 0
+  for num_read, frame in enumerate(iter_frames(path, fps=fps, size=size), start=1):
+    if num_read > start_frame:
+      frames.append(frame)
+      if len(frames) == num_frames:
+        return np.stack(frames)
+  if num_read == 0:
+    raise VideoError(f"{path}: the video has no frames")
+  raise VideoError(f"{path}: {num_read} frames at {fps:g} fps, fewer than the "
+                   f"{start_frame + num_frames} needed for {num_frames} frames "
+                   f"from frame {start_frame}")
+
+
+def write_video(path, frames: np.ndarray, fps: float, *, quality: float = 8.0) -> None:
+  """Writes uint8 ``[T, H, W, 3]`` RGB frames as an H.264 mp4 (yuv420p, plays
+  everywhere), or as a GIF when ``path`` ends in ``.gif``; atomically."""
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+  path = Path(path)
+  with atomic_output(path) as tmp:
+    if path.suffix.lower() == ".gif":
+      import imageio.v3 as iio
+      iio.imwrite(tmp, frames, duration=1000.0 / fps, loop=0)
+      return
+    height, width = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(
+        str(tmp), (width, height), fps=fps, codec="libx264", quality=quality,
+        pix_fmt_out="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
+    writer.send(None)
+    for frame in frames:
+      writer.send(np.ascontiguousarray(frame))
+    writer.close()
+
+
+def list_videos(directory) -> list[Path]:
+  """Video files under ``directory`` (recursively), sorted."""
+  directory = Path(directory)
+  if not directory.is_dir():
+    raise VideoError(f"{directory}: no such directory")
+  return sorted(p for p in directory.rglob("*")
+                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def _first_line(error: Exception) -> str:
+  lines = [line for line in str(error).splitlines() if line.strip()]
+  return lines[0] if lines else type(error).__name__
