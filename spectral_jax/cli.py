@@ -41,7 +41,7 @@ def _clip_config(args, **overrides):
 
 def _motion(args) -> None:
   from spectral_jax.data.video import read_clip
-  from spectral_jax.motion import flow, viz
+  from spectral_jax.motion import flow
   from spectral_jax.motion.motion_file import Motion
   from spectral_jax.motion.spectral import spectral_volume
   config = _clip_config(args)
@@ -58,6 +58,7 @@ def _motion(args) -> None:
         + (f"; {100 * (1 - consistent[1:].mean()):.1f}% inconsistent flow"
            if config.flow.forward_backward else ""))
   if args.viz:
+    from spectral_jax.motion import viz
     written = viz.write_visualizations(args.viz, image=clip[0], disp_px=disp_px,
                                        spectral=spectral, fps=config.fps, frames=clip)
     print(f"{len(written)} pictures in {args.viz}")
@@ -86,7 +87,9 @@ def _synth(args) -> None:
 def _prepare(args) -> None:
   import json
   from spectral_jax.data import prepare
-  config = _clip_config(args, stride=args.stride)
+  config = _clip_config(args, stride=args.stride, num_render_frames=args.render_frames,
+                        static_px=args.static_px, camera_px=args.static_px,
+                        camera_fraction=args.camera_fraction, scene_cut=args.scene_cut)
   options = prepare.PrepareOptions(workers=args.workers, percentile=args.percentile,
                                    test_fraction=args.test_fraction,
                                    keep_cache=args.keep_cache)
@@ -141,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of videos held out as the test split (default %(default)s)")
   prepare.add_argument("--keep-cache", action="store_true",
                        help="keep the extracted clips after writing the data set")
+  prepare.add_argument("--render-frames", type=int, default=4,
+                       help="frames kept per clip for renderer training (default %(default)s)")
+  prepare.add_argument("--static-px", type=float, default=1.0,
+                       help="drop clips whose mean trajectory magnitude is below this "
+                       "(pixels, default %(default)s)")
+  prepare.add_argument("--camera-fraction", type=float, default=0.95,
+                       help="drop clips where more than this fraction of pixels moves "
+                       "over --static-px on average: camera motion (default %(default)s)")
+  prepare.add_argument("--scene-cut", type=float, default=0.5,
+                       help="colour-histogram change (1 - correlation) that counts as a "
+                       "scene cut (default %(default)s)")
   _add_clip_arguments(prepare)
   prepare.set_defaults(run=_prepare)
   return parser

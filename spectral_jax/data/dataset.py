@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from spectral_jax.data.clips import ClipConfig
 from spectral_jax.motion.normalize import NormalizationStats
@@ -74,7 +75,7 @@ class SpectralVolumes(tfds.core.GeneratorBasedBuilder):
             for split, files in self._clip_files.items() if files}
 
   def _generate_examples(self, files):
-    for path in files:
+    for path in tqdm.tqdm(files, desc="writing data set", unit="clip", leave=False):
       with np.load(path) as clip:
         example = {name: clip[name] for name in clip.files}
       example["video"] = str(example["video"])

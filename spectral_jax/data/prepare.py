@@ -18,14 +18,18 @@ video's overlapping clips across both.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import multiprocessing
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
+import tensorflow_datasets as tfds
 import tqdm
 
 from spectral_jax.atomic import atomic_output
@@ -167,7 +171,10 @@ def prepare(videos_dir, data_dir, config: clips_lib.ClipConfig,
   # `is_prepared` always has the files above beside it.
   builder = dataset.SpectralVolumes(clip_config=config, clip_files=clip_files,
                                     data_dir=str(data_dir), file_format="array_record")
-  builder.download_and_prepare(download_dir=str(data_dir / CACHE_DIR / "tfds_downloads"))
+  tfds.disable_progress_bar()  # One bar per phase, ours.
+  # TFDS prints download banners to stdout that say nothing true here.
+  with contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare(download_dir=str(data_dir / CACHE_DIR / "tfds_downloads"))
   if not options.keep_cache:
     shutil.rmtree(data_dir / CACHE_DIR, ignore_errors=True)
   return report
@@ -189,7 +196,7 @@ def _extract_all(pending, summaries: dict, workers: int, progress: bool, *,
     for summary in pool.imap_unordered(_extract_task, pending):
       if "error" in summary:
         failures.append(summary)
-        tqdm.tqdm.write(f"skipped {summary['error']}")
+        tqdm.tqdm.write(f"skipped {summary['error']}", file=sys.stderr)
       else:
         summaries[summary["video"]] = summary
         kept += summary["kept"]

@@ -1,0 +1,73 @@
+"""Sharded, shuffled, resumable batches."""
+
+import numpy as np
+import pytest
+
+from spectral_jax.data import pipeline
+from spectral_jax.motion.normalize import NormalizationStats
+
+
+def _source(size):
+  return [{"id": np.int32(i), "x": np.full((2,), i, np.float16)} for i in range(size)]
+
+
+def _ids(batches, count):
+  return [next(batches)["id"].tolist() for _ in range(count)]
+
+
+def test_process_shards_are_disjoint_and_cover_each_epoch():
+  source = _source(24)
+  shards = [pipeline.ShardedBatches(source, global_batch_size=8, seed=3, process_index=p,
+                                    process_count=2, num_epochs=1) for p in range(2)]
+  seen = [sum((b["id"].tolist() for b in shard), []) for shard in shards]
+  assert len(seen[0]) == len(seen[1]) == 12
+  assert not set(seen[0]) & set(seen[1])
+  assert sorted(seen[0] + seen[1]) == list(range(24))
+
+
+def test_deterministic_by_seed_and_reshuffled_per_epoch():
+  make = lambda seed: pipeline.ShardedBatches(_source(12), global_batch_size=4, seed=seed,
+                                              process_index=0, process_count=1)
+  first = _ids(make(0), 6)
+  assert first == _ids(make(0), 6)
+  assert first != _ids(make(1), 6)
+  epoch0, epoch1 = sum(first[:3], []), sum(first[3:], [])
+  assert sorted(epoch0) == sorted(epoch1) == list(range(12)) and epoch0 != epoch1
+
+
+def test_resume_from_state_gives_the_same_stream():
+  make = lambda: pipeline.ShardedBatches(_source(10), global_batch_size=4, seed=5,
+                                         process_index=1, process_count=2)
+  uninterrupted = _ids(make(), 7)
+  first = make()
+  _ids(first, 3)
+  state = first.get_state()
+  resumed = make()
+  resumed.set_state(state)
+  assert _ids(resumed, 4) == uninterrupted[3:]
+
+
+def test_unshuffled_order_and_epoch_limit():
+  batches = pipeline.ShardedBatches(_source(5), global_batch_size=2, seed=0, shuffle=False,
+                                    process_index=0, process_count=1, num_epochs=2)
+  assert [b["id"].tolist() for b in batches] == [[0, 1], [2, 3], [0, 1], [2, 3]]
+
+
+def test_bad_batch_sizes():
+  with pytest.raises(ValueError, match="does not split"):
+    pipeline.ShardedBatches(_source(8), global_batch_size=3, seed=0, process_index=0,
+                            process_count=2)
+  with pytest.raises(ValueError, match="too few"):
+    pipeline.ShardedBatches(_source(3), global_batch_size=4, seed=0, process_index=0,
+                            process_count=1)
+
+
+def test_normalized_spectral_transform():
+  stats = NormalizationStats(np.array([4.0, 1.0], np.float32), 97.0, 10)
+  batch = {"spectral_volume": np.full((1, 2, 1, 1, 4), 4.0, np.float16),
+           "displacements": np.zeros((1, 3, 1, 1, 2), np.float16)}
+  out = pipeline.normalized_spectral(stats)(batch)
+  assert out["spectral_volume"].dtype == np.float32
+  np.testing.assert_allclose(out["spectral_volume"][0, :, 0, 0, 0], [1.0, 2.0])
+  assert out["displacements"].dtype == np.float32
+  assert batch["spectral_volume"].dtype == np.float16  # Input left alone.
