@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
   prepare = commands.add_parser("prepare", help="TFDS data set from a folder of videos")
   prepare.add_argument("videos_dir")
   prepare.add_argument("-o", "--output", required=True, help="data set folder")
+  prepare.add_argument("--config", metavar="FILE.py[:VARIANT]",
+                       help="defaults from a config file, e.g. configs/data.py:hires")
   prepare.add_argument("--stride", type=int, default=10,
                        help="frames between clip starts (default %(default)s)")
   prepare.add_argument("--workers", type=int, default=2,
@@ -160,8 +162,42 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def load_config_file(spec: str) -> dict:
+  """``path.py[:arg]`` → the dict of ``get_config(arg)`` in that file."""
+  import importlib.util
+  path, _, arg = spec.partition(":")
+  if not Path(path).is_file():
+    raise ValueError(f"config file {path} not found")
+  module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  return config.to_dict()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  """Parses ``argv``; a ``--config FILE[:VARIANT]`` supplies the defaults
+  that flags on the command line then override."""
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if getattr(args, "config", None):
+    values = load_config_file(args.config)
+    subparser = parser._subparsers._group_actions[0].choices[args.command]  # pylint: disable=protected-access
+    known = {action.dest for action in subparser._actions}  # pylint: disable=protected-access
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"{args.config}: settings {unknown} are not options of {args.command}")
+    subparser.set_defaults(**values)
+    args = parser.parse_args(argv)
+  return args
+
+
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  try:
+    args = parse_args(argv)
+  except ValueError as error:
+    print(f"spectral-jax: error: {error}", file=sys.stderr)
+    return 2
   try:
     args.run(args)
   # Bad input (VideoError, PrepareError and argument checks are ValueErrors)

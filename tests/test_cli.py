@@ -67,7 +67,7 @@ def test_prepare_bad_inputs(inputs, tmp_path, capsys):
   code, err = _run(capsys, "prepare", inputs, "-o", tmp_path / "data", "--frames", "150",
                    "--size", "64x48", "--workers", "1")
   assert code == 2 and "no usable clips" in err and "too_short" in err, err
-  assert not (tmp_path / "data" / "spectral_volumes").exists()
+  assert not (tmp_path / "data").exists()
 
 
 def test_synth_bad_arguments(tmp_path, capsys):

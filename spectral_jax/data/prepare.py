@@ -157,6 +157,10 @@ def prepare(videos_dir, data_dir, config: clips_lib.ClipConfig,
         PercentileAccumulator.load(entry / dataset.HISTOGRAM_FILE))
   report = _report(settings, [summaries[k] for k in usable], failures, clip_files)
   if not any(clip_files.values()):
+    # Nothing worth resuming: leave no trace of this run.
+    shutil.rmtree(data_dir / CACHE_DIR, ignore_errors=True)
+    if data_dir.is_dir() and not any(data_dir.iterdir()):
+      data_dir.rmdir()
     raise PrepareError(f"no usable clips in {videos_dir}: {_describe(report)}")
 
   # Statistics come from the training clips only; a data set whose every
