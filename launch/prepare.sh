@@ -13,10 +13,9 @@ videos=$1 data=$2
 shift 2
 log="${data%/}.log"
 for attempt in 1 2 3; do
-  if spectral-jax prepare "$videos" -o "$data" --workers "$(nproc)" "$@" 2>>"$log"; then
-    exit 0
-  fi
-  status=$?
+  status=0
+  spectral-jax prepare "$videos" -o "$data" --workers "$(nproc)" "$@" 2>>"$log" || status=$?
+  [ "$status" -eq 0 ] && exit 0
   # Exit status 2 is bad input: retrying cannot help.
   [ "$status" -eq 2 ] && exit 2
   echo "prepare failed (attempt $attempt, status $status); see $log" >&2
