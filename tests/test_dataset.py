@@ -14,7 +14,7 @@ from spectral_jax.motion import flow
 from spectral_jax.motion.spectral import from_real_layout
 
 CONFIG = clips.ClipConfig(num_frames=32, fps=30.0, width=64, height=48, num_freqs=8,
-                          stride=8, num_render_frames=3, static_px=0.2)
+                          stride=8, num_render_frames=3, static_px=0.05)
 OPTIONS = prepare.PrepareOptions(workers=1, test_fraction=0.0)
 
 

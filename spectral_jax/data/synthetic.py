@@ -1,51 +1,61 @@
 """Synthetic oscillating scenes with exact ground-truth motion.
 
-A picture (a real photo shipped with scikit-image, or a generated texture)
-holds a few plant-like regions that sway like cantilevers: anchored at a
-base, displaced more the further from it (the first cantilever mode grows
-like ``(s / L)^2`` along the stalk), with soft edges so the field is smooth.
-Each region is driven by a few damped harmonic oscillators forced by smooth
-random wind, simulated in time; each oscillator's RMS amplitude falls
-exponentially with its natural frequency, as the paper observed for the
-power spectra of real scenes. Frames are rendered by warping the picture
-with the known displacement, so the displacement and spectral volume are
-the ground truth for every frame.
+A scene is a background (a real photo shipped with scikit-image, or a
+generated texture) with a few plant-like regions painted on it that sway like
+cantilevers: each is anchored at a base, and its displacement grows like
+``clip(s, 0, 1)^2`` with the position ``s`` along the stalk (0 at the base,
+1 at the tip), the shape of a cantilever's first mode near the base. Each
+region's motion in time is a sum of a few lightly damped harmonic oscillators,
+swaying from before the clip starts and kicked again by gusts. Where regions
+overlap their displacements add; the background never moves.
+
+Frequency law: oscillator frequencies are uniform in ``freq_range_hz``
+(0.2-4 Hz) and a mode's mean-square amplitude is ``exp(-f / power_decay_hz)``,
+so the expected power spectrum of the motion falls exponentially with
+frequency, the low-frequency-dominated fall-off the paper shows for motion
+measured on real videos (its reason for keeping only K = 16 bins). Modes ring
+down at a fixed damping ratio, so higher ones also die out faster, which
+steepens the fall-off a little more.
+
+Frames are rendered by warping the reference picture with the known forward
+displacement, so ``disp_px`` and ``spectral`` are the exact ground truth of
+every frame (up to bilinear resampling).
 """
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
+import functools
 
 import cv2
 import numpy as np
 
 from spectral_jax.motion.spectral import spectral_volume
 
-# Colour photos in skimage.data, bundled with the package (no download).
-_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
-           "immunohistochemistry", "retina")
-# Oscillator natural frequencies (Hz) are drawn log-uniformly from this range;
-# RMS amplitude goes like exp(-f / _DECAY_HZ).
-_FREQ_RANGE_HZ = (0.2, 4.0)
-_DECAY_HZ = 1.0
-_OSCILLATORS_PER_REGION = 3
-# Steps of the oscillator simulation per video frame, and seconds simulated
-# before frame 0 so the oscillators are in their steady state.
-_SUBSTEPS = 8
-_WARMUP_S = 4.0
+# Photos inside the scikit-image package itself (skimage.data loads them
+# without a download); grey ones are tinted into colour.
+_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "grass", "gravel", "brick")
+
+# Largest |grad D| (pixels per pixel) allowed in a scene. Below 1 the forward
+# map x -> x + D(x) is one-to-one and the fixed-point inverse in
+# `warp_forward` contracts by this factor per iteration.
+_MAX_STRAIN = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticScene:
-  """A scene and its ground truth.
+  """A synthetic clip and its ground truth.
 
   Attributes:
-    frames: uint8 ``[T, H, W, 3]`` RGB (``[1, H, W, 3]`` if not rendered);
-      ``frames[0]`` is the reference picture.
-    disp_px: float32 ``[T, H, W, 2]`` (dx, dy) in pixels from frame 0 to t.
+    frames: uint8 ``[T, H, W, 3]`` RGB; ``frames[0]`` is the reference picture
+      I0 (unwarped). ``[1, H, W, 3]`` when made with ``render=False``.
+    disp_px: float32 ``[T, H, W, 2]`` ground-truth ``(dx, dy)`` in pixels from
+      frame 0 to frame t; ``disp_px[0] == 0`` exactly.
     spectral: complex64 ``[K, H, W, 2]``, ``spectral_volume(disp_px, K)``.
-    moving_mask: float32 ``[H, W]`` in [0, 1], where regions oscillate.
-    fps: frames per second.
+    moving_mask: float32 ``[H, W]`` in [0, 1]: where the swaying regions are;
+      ``disp_px`` is exactly 0 where it is 0.
+    fps: frames per second of the clip.
   """
   frames: np.ndarray
   disp_px: np.ndarray
@@ -55,142 +65,266 @@ class SyntheticScene:
 
 
 def texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-  """uint8 ``[H, W, 3]``: colour noise summed over several scales, which
-  has structure at every scale for optical flow to lock on to."""
+  """uint8 ``[H, W, 3]`` multi-scale smooth colour noise.
+
+  Octaves of Gaussian noise on grids from 3 cells across down to 2-pixel
+  cells, upsampled bicubically and summed with equal weight (the 1/f
+  amplitude spectrum of natural images): coarse octaves lay out the picture,
+  fine ones give optical flow detail to lock on to everywhere.
+  """
   image = np.zeros((height, width, 3), np.float32)
-  for sigma in (1.0, 2.0, 4.0, 8.0, 16.0):
-    noise = rng.standard_normal((height, width, 3)).astype(np.float32)
-    blurred = cv2.GaussianBlur(noise, (0, 0), sigma)
-    image += blurred / (blurred.std() + 1e-6) * sigma ** 0.3
-  mixing = rng.uniform(0.2, 1.0, (3, 3)).astype(np.float32)
-  image = image @ mixing
-  image -= image.min((0, 1))
-  image /= image.max((0, 1)) + 1e-6
-  return (255 * image).astype(np.uint8)
+  cell_px = max(height, width) / 3.0
+  while cell_px >= 2.0:
+    grid_shape = (max(2, round(height / cell_px)), max(2, round(width / cell_px)), 3)
+    noise = rng.standard_normal(grid_shape).astype(np.float32)
+    image += cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
+    cell_px /= 2.0
+  # Correlated channels look like coloured surfaces rather than RGB static.
+  mixing = 0.4 * np.eye(3) + rng.uniform(0.0, 0.6, (3, 3))
+  image = image @ mixing.astype(np.float32)
+  image = (image - image.mean((0, 1))) / (image.std((0, 1)) + 1e-6)
+  base = rng.uniform(70.0, 180.0, 3)
+  contrast = rng.uniform(35.0, 55.0)
+  return np.clip(base + contrast * image, 0, 255).astype(np.uint8)
+
+
+@functools.cache
+def _load_photo(name: str) -> np.ndarray:
+  import skimage.data  # Lazily: only photo backgrounds need it.
+  image = getattr(skimage.data, name)()
+  image.setflags(write=False)  # Shared by every call through the cache.
+  return image
 
 
 def photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-  """uint8 ``[H, W, 3]``: a random crop of a scikit-image photo with the
-  aspect ratio of ``width x height``, resized."""
-  import skimage.data
-  source = getattr(skimage.data, _PHOTOS[rng.integers(len(_PHOTOS))])()
+  """uint8 ``[H, W, 3]``: a random crop of a photo shipped with scikit-image.
+
+  The crop has the output's aspect ratio, covers 50-100% of the largest such
+  crop, is flipped left-right half of the time and resized to ``H x W``.
+  """
+  source = _load_photo(_PHOTOS[rng.integers(len(_PHOTOS))])
   src_h, src_w = source.shape[:2]
-  scale = rng.uniform(0.6, 1.0) * min(src_h / height, src_w / width)
-  crop_h, crop_w = int(height * scale), int(width * scale)
+  scale = min(src_h / height, src_w / width) * rng.uniform(0.5, 1.0)
+  crop_h = min(src_h, max(1, round(height * scale)))
+  crop_w = min(src_w, max(1, round(width * scale)))
   top = rng.integers(src_h - crop_h + 1)
   left = rng.integers(src_w - crop_w + 1)
   crop = source[top:top + crop_h, left:left + crop_w]
-  return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
-
-
-def _region_field(rng, height, width):
-  """float32 ``[H, W]`` mode shape of one cantilever region: 0 at its base,
-  growing like ``s^2`` to 1 at its tip, fading smoothly at its sides."""
-  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-  base_x = rng.uniform(0.1, 0.9) * width
-  base_y = rng.uniform(0.6, 1.05) * height
-  length = rng.uniform(0.4, 0.8) * height
-  half_width = rng.uniform(0.08, 0.2) * width
-  lean = rng.uniform(-0.4, 0.4)
-  s = (base_y - y) / length  # 0 at the base, 1 at the tip.
-  lateral = (x - base_x - lean * length * np.clip(s, 0, 1)) / half_width
-  along = np.clip(s, 0.0, 1.0) ** 2 * np.clip((1.3 - s) / 0.3, 0.0, 1.0)
-  across = np.exp(-0.5 * lateral ** 2)
-  return (along * across).astype(np.float32)
-
-
-def _oscillations(rng, num_frames: int, fps: float, num_oscillators: int) -> np.ndarray:
-  """float64 ``[T, N]`` positions of N wind-driven damped oscillators, each
-  with unit RMS times an amplitude that decays with its frequency."""
-  freqs = np.exp(rng.uniform(*np.log(_FREQ_RANGE_HZ), num_oscillators))
-  omega = 2 * np.pi * freqs
-  damping = rng.uniform(0.03, 0.12, num_oscillators)  # Ratio to critical.
-  dt = 1.0 / (fps * _SUBSTEPS)
-  warmup = int(_WARMUP_S * fps * _SUBSTEPS)
-  steps = warmup + num_frames * _SUBSTEPS
-  # Wind: white noise smoothed over ~0.1 s, a different gust pattern each.
-  wind = rng.standard_normal((steps, num_oscillators))
-  wind = cv2.GaussianBlur(wind, (1, 0), sigmaX=1e-3, sigmaY=0.1 / dt)
-  position = np.zeros(num_oscillators)
-  velocity = np.zeros(num_oscillators)
-  track = np.empty((num_frames, num_oscillators))
-  for step in range(steps):
-    # Semi-implicit Euler: stable for these stiffnesses at this step size.
-    accel = wind[step] * omega ** 2 - 2 * damping * omega * velocity - omega ** 2 * position
-    velocity += dt * accel
-    position += dt * velocity
-    frame, sub = divmod(step - warmup, _SUBSTEPS)
-    if step >= warmup and sub == 0:
-      track[frame] = position
-  track /= track.std(0) + 1e-12
-  return track * np.exp(-freqs / _DECAY_HZ)
+  if rng.random() < 0.5:
+    crop = crop[:, ::-1]
+  interpolation = cv2.INTER_AREA if scale >= 1.0 else cv2.INTER_CUBIC
+  image = cv2.resize(np.ascontiguousarray(crop), (width, height), interpolation=interpolation)
+  if image.ndim == 2:
+    tint = rng.uniform(0.75, 1.15, 3)
+    image = np.clip(image[..., None] * tint, 0, 255).astype(np.uint8)
+  return image
 
 
 def warp_forward(image: np.ndarray, disp_px: np.ndarray, iterations: int = 8) -> np.ndarray:
-  """The frame in which the pixel of ``image`` at x has moved to x + D(x).
+  """Render the frame in which the pixel of ``image`` at x has moved to x + D(x).
 
-  Rendering needs the inverse map: for each output pixel y the source x with
-  ``x + D(x) = y``, found by the fixed-point iteration ``x <- y - D(x)``. It
-  converges when ``|grad D| < 1``, which holds by a wide margin for the
-  smooth, few-pixel fields here (each step shrinks the error by |grad D|).
+  Each output pixel y needs its source x with ``x + D(x) = y``, found by the
+  fixed-point iteration ``x <- y - D(x)`` from ``x = y`` (D sampled
+  bilinearly). The iteration map has Lipschitz constant ``L = max |grad D|``,
+  so the error shrinks by at least L per step: for the smooth fields of
+  `make_scene` (L <= 0.5, |D| <= a few pixels) 8 steps leave well under
+  0.02 px, below the 1/32-pixel grid on which `cv2.remap` places samples.
 
   Args:
-    image: ``[H, W, C]`` uint8 or float picture.
-    disp_px: float32 ``[H, W, 2]`` forward displacement, pixels.
+    image: ``[H, W]`` or ``[H, W, C]`` picture, uint8 or float.
+    disp_px: ``[H, W, 2]`` forward displacement ``(dx, dy)``, pixels.
+    iterations: fixed-point steps.
   Returns:
-    ``[H, W, C]`` frame, same dtype as ``image``.
+    The frame, same shape and dtype as ``image``; pixels whose source lies
+    outside the picture are filled by reflection.
   """
   height, width = disp_px.shape[:2]
+  disp_px = np.ascontiguousarray(disp_px, np.float32)
   grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32),
                                np.arange(height, dtype=np.float32))
-  disp_px = np.ascontiguousarray(disp_px, np.float32)
   src_x, src_y = grid_x, grid_y
   for _ in range(iterations):
-    at_src = cv2.remap(disp_px, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    at_src = cv2.remap(disp_px, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     src_x, src_y = grid_x - at_src[..., 0], grid_y - at_src[..., 1]
   return cv2.remap(image, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+def _cantilever(rng, height: int, width: int, blur_px: float):
+  """Geometry of one swaying region.
+
+  Most regions are plants growing up from near the bottom edge; one in five
+  is a branch reaching in from a side edge.
+
+  Returns:
+    alpha: float32 ``[H, W]`` painted shape, edge anti-aliased over 1 px.
+    shape: float32 ``[H, W]`` mode shape: the motion mask (the shape dilated
+      by ``1.5 blur_px`` and Gaussian-blurred by ``blur_px``, so the field is
+      smooth, and exactly 0 beyond 4.5 blur widths outside the shape) times
+      ``clip(s, 0, 1)^2``.
+    mask: float32 ``[H, W]`` the motion mask alone.
+    sway: ``[2]`` unit vector, the direction of the first mode: across the
+      stalk, so mostly horizontal for upright plants.
+  """
+  if rng.random() < 0.2:
+    from_left = rng.random() < 0.5
+    base = np.array([-0.02 * width if from_left else 1.02 * width,
+                     rng.uniform(0.15, 0.7) * height])
+    rise = rng.uniform(0.0, 0.5)  # Image y points down: negative angles go up.
+    angle = -rise if from_left else np.pi + rise
+    length = rng.uniform(0.3, 0.6) * width
+  else:
+    base = np.array([rng.uniform(0.1, 0.9) * width, rng.uniform(0.8, 1.05) * height])
+    angle = -np.pi / 2 + rng.normal(0.0, 0.3)
+    length = rng.uniform(0.45, 0.85) * height
+  half_width = rng.uniform(0.15, 0.35) * length
+  lobes, lobe_phase = rng.integers(2, 6), rng.uniform(0, 2 * np.pi)
+
+  stalk = np.array([np.cos(angle), np.sin(angle)])
+  across = np.array([-stalk[1], stalk[0]])
+  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+  rel_x, rel_y = x - base[0], y - base[1]
+  s = (rel_x * stalk[0] + rel_y * stalk[1]) / length
+  r = rel_x * across[0] + rel_y * across[1]
+  # Leaf-like outline, narrow at base and tip, with a few lobes.
+  outline = (half_width * (0.15 + 0.85 * np.sin(np.pi * np.clip(s, 0, 1)))
+             * (1 + 0.15 * np.sin(2 * np.pi * lobes * s + lobe_phase)))
+  inside_px = np.minimum(np.minimum(outline - np.abs(r), s * length), (1 - s) * length)
+  alpha = np.clip(inside_px + 0.5, 0, 1).astype(np.float32)
+  dilated = np.clip(inside_px + 1.5 * blur_px + 0.5, 0, 1).astype(np.float32)
+  radius = int(np.ceil(3 * blur_px))
+  mask = cv2.GaussianBlur(dilated, (2 * radius + 1, 2 * radius + 1), blur_px)
+  shape = mask * np.clip(s, 0, 1) ** 2
+  sway_angle = rng.normal(0.0, 0.3)
+  rotation = np.array([[np.cos(sway_angle), -np.sin(sway_angle)],
+                       [np.sin(sway_angle), np.cos(sway_angle)]])
+  return alpha, shape.astype(np.float32), mask, rotation @ across
+
+
+def _sway(rng, num_frames: int, fps: float, sway: np.ndarray, *, num_modes: int,
+          freq_range_hz, power_decay_hz: float, gust_rate_hz: float) -> np.ndarray:
+  """float64 ``[T, 2]`` motion of one region, in units `make_scene` scales.
+
+  A sum of damped harmonic oscillators (damping ratio 1-6%): each is already
+  swaying at frame 0 with a random phase, and Poisson gusts, shared by the
+  region's modes as one push, kick them again. A mode's amplitude is
+  ``exp(-f / (2 power_decay_hz))`` (power ``exp(-f / power_decay_hz)``); it
+  moves along ``sway`` turned by a small random angle, so the modes trace
+  out slightly different directions.
+  """
+  times_s = np.arange(num_frames) / fps
+  freqs_hz = rng.uniform(*freq_range_hz, num_modes)
+  damping_ratio = rng.uniform(0.01, 0.06, num_modes)
+  omega = 2 * np.pi * freqs_hz
+  decay = damping_ratio * omega
+  omega_damped = omega * np.sqrt(1 - damping_ratio ** 2)
+  amplitude = np.exp(-freqs_hz / (2 * power_decay_hz))
+  phase = rng.uniform(0, 2 * np.pi, num_modes)
+  free = np.exp(-decay * times_s[:, None]) * np.cos(omega_damped * times_s[:, None] + phase)
+
+  num_gusts = rng.poisson(gust_rate_hz * num_frames / fps)
+  gust_s = rng.uniform(0, num_frames / fps, num_gusts)
+  push = rng.uniform(0.3, 1.0, num_gusts) * rng.choice([-1.0, 1.0], num_gusts)
+  # Impulse response from rest; clamping the lag at 0 makes it vanish before
+  # the gust (sin 0 = 0) without a mask.
+  lag = np.maximum(times_s[:, None, None] - gust_s, 0.0)  # [T, 1, G]
+  kicked = np.exp(-decay[:, None] * lag) * np.sin(omega_damped[:, None] * lag)  # [T, M, G]
+  modes = amplitude * (free + kicked @ push)  # [T, M]
+
+  turn = rng.normal(0.0, 0.3, num_modes)
+  directions = np.stack([np.cos(turn) * sway[0] - np.sin(turn) * sway[1],
+                         np.sin(turn) * sway[0] + np.cos(turn) * sway[1]], -1)  # [M, 2]
+  return modes @ directions
+
+
+def _paint_foliage(rng, image: np.ndarray, alphas) -> np.ndarray:
+  """uint8 ``[H, W, 3]``: ``image`` with each region painted in a green to
+  yellow tint of one shared texture, so the moving parts look like foliage
+  and carry detail for optical flow."""
+  height, width = image.shape[:2]
+  shade = texture(rng, height, width).mean(-1, keepdims=True) / 255.0
+  painted = image.astype(np.float32)
+  for alpha in alphas:
+    colour = np.array(colorsys.hsv_to_rgb(rng.uniform(0.12, 0.4), rng.uniform(0.45, 0.85),
+                                          rng.uniform(0.35, 0.85)))
+    foliage = np.clip(255.0 * colour * (0.4 + 1.2 * shade), 0, 255)
+    painted = painted * (1 - alpha[..., None]) + foliage * alpha[..., None]
+  return np.round(painted).astype(np.uint8)
+
+
 def make_scene(seed: int, *, num_frames: int = 150, height: int = 160, width: int = 256,
                num_freqs: int = 16, fps: float = 30.0, background: str = "auto",
-               max_amplitude_px: float = 10.0, num_regions: tuple[int, int] = (3, 7),
-               render: bool = True) -> SyntheticScene:
-  """A deterministic scene for ``seed``.
+               max_amplitude_px: float = 4.0, render: bool = True,
+               num_regions: tuple[int, int] = (2, 6), modes_per_region: tuple[int, int] = (2, 4),
+               freq_range_hz: tuple[float, float] = (0.2, 4.0), power_decay_hz: float = 1.0,
+               gust_rate_hz: float = 0.3) -> SyntheticScene:
+  """A deterministic synthetic scene: same seed, bitwise the same arrays.
 
   Args:
-    background: "photo", "texture", or "auto" (either, by seed).
-    max_amplitude_px: no pixel moves further than this from its frame-0
-      position.
-    num_regions: inclusive range of the number of swaying regions.
-    render: warp every frame; if False only ``frames[0]`` is made (for
-      training on spectral volumes generated on the fly).
+    seed: picks everything (background, regions, oscillators).
+    num_frames: T. height, width: frame size in pixels. fps: frame rate.
+    num_freqs: K, bins kept in ``spectral`` (K <= T // 2 + 1).
+    background: "photo", "texture", or "auto" (either, chosen by the seed).
+    max_amplitude_px: no pixel ever moves further than this (Euclidean,
+      pixels) from its frame-0 position. Each region's modes are scaled by
+      0.3-0.7 times it; the whole scene is scaled down where its largest
+      swing (or overlapping regions) would go beyond it, or where
+      ``|grad D|`` would exceed 0.5 (small frames, large amplitudes).
+    render: warp every frame; if False only ``frames[0]`` is made, for
+      training on motion generated on the fly.
+    num_regions, modes_per_region: inclusive ranges of the number of swaying
+      regions and of oscillators per region.
+    freq_range_hz: oscillator frequencies are uniform in this range (Hz).
+    power_decay_hz: a mode at f Hz has mean-square amplitude
+      ``exp(-f / power_decay_hz)``.
+    gust_rate_hz: mean number of gusts per second re-exciting each region.
   """
   if background not in ("auto", "photo", "texture"):
-    raise ValueError(f"background must be auto, photo or texture, got {background!r}")
+    raise ValueError(f"background must be 'auto', 'photo' or 'texture', got {background!r}")
   rng = np.random.default_rng(seed)
   if background == "auto":
     background = "photo" if rng.random() < 0.5 else "texture"
-  image = (photo if background == "photo" else texture)(rng, height, width)
+  picture = (photo if background == "photo" else texture)(rng, height, width)
 
+  # Soft edges 1.2x the amplitude wide keep |grad D| <= ~0.35 across them. On
+  # small frames they are capped to keep the regions local, and the strain
+  # limit below scales the motion down instead.
+  blur_px = max(1.0, min(1.2 * max_amplitude_px, 0.06 * min(height, width)))
   count = int(rng.integers(num_regions[0], num_regions[1] + 1))
-  fields = np.stack([_region_field(rng, height, width) for _ in range(count)])
-  signals = _oscillations(rng, num_frames, fps, count * _OSCILLATORS_PER_REGION)
-  # Each oscillator pushes along its own direction, mostly sideways.
-  angles = rng.normal(0.0, 0.35, count * _OSCILLATORS_PER_REGION)
-  directions = np.stack([np.cos(angles) * rng.choice([-1, 1], angles.size), np.sin(angles)], -1)
-  motion = (signals[:, :, None] * directions).reshape(num_frames, count, -1, 2).sum(2)
-  motion -= motion[0]
-  motion *= rng.uniform(0.5, 1.0, count)[:, None] / (np.abs(motion).max((0, 2)) + 1e-12)[:, None]
-  disp_px = np.einsum("rhw,trc->thwc", fields, motion.astype(np.float32))
-  peak = np.linalg.norm(disp_px, axis=-1).max()
-  disp_px *= max_amplitude_px / max(peak, 1e-12) if peak > 0 else 1.0
-  disp_px = disp_px.astype(np.float32)
+  regions = [_cantilever(rng, height, width, blur_px) for _ in range(count)]
+  alphas, shapes, masks, sways = (list(part) for part in zip(*regions))
+  motion = np.stack([
+      _sway(rng, num_frames, fps, sway,
+            num_modes=int(rng.integers(modes_per_region[0], modes_per_region[1] + 1)),
+            freq_range_hz=freq_range_hz, power_decay_hz=power_decay_hz,
+            gust_rate_hz=gust_rate_hz)
+      for sway in sways])  # [R, T, 2]
+  motion -= motion[:, :1]  # Displacement from frame 0, exactly 0 there.
+  # One gain for all of a region's modes, drawn independently of their
+  # frequencies: normalising each region to a peak would undo the power law.
+  motion *= max_amplitude_px * rng.uniform(0.3, 0.7, count)[:, None, None]
 
+  # |grad D_t(x)| <= sum_r |grad shape_r(x)| |motion_r(t)|: bounds the strain
+  # of every frame.
+  peaks = np.linalg.norm(motion, axis=-1).max(1)
+  strain = sum(peak * np.hypot(*np.gradient(shape)) for peak, shape in zip(peaks, shapes)).max()
+  if strain > _MAX_STRAIN:
+    motion *= _MAX_STRAIN / strain
+  # [T * 2, R] @ [R, H * W]: one matmul, and contiguous x and y planes make
+  # the peak cheap to find before the move to channels-last.
+  planes = (motion.transpose(1, 2, 0).reshape(num_frames * 2, count).astype(np.float32)
+            @ np.stack(shapes).reshape(count, height * width))
+  planes = planes.reshape(num_frames, 2, height, width)
+  peak = np.sqrt((planes[:, 0] ** 2 + planes[:, 1] ** 2).max())
+  if peak > max_amplitude_px:
+    planes *= np.float32(max_amplitude_px / peak)
+  disp_px = np.ascontiguousarray(planes.transpose(0, 2, 3, 1))
+
+  reference = _paint_foliage(rng, picture, alphas)
   if render:
-    frames = np.stack([image] + [warp_forward(image, d) for d in disp_px[1:]])
+    frames = np.stack([reference] + [warp_forward(reference, d) for d in disp_px[1:]])
   else:
-    frames = image[None]
+    frames = reference[None]
   return SyntheticScene(frames=frames, disp_px=disp_px,
                         spectral=spectral_volume(disp_px, num_freqs),
-                        moving_mask=np.clip(fields.sum(0) * 4, 0, 1).astype(np.float32),
+                        moving_mask=np.clip(np.sum(masks, 0), 0, 1).astype(np.float32),
                         fps=fps)

@@ -1,0 +1,134 @@
+"""Benchmarks that print their numbers (never part of the test suite).
+
+  python tools/benchmark.py data [--videos 2 --video-frames 300 --workers 2]
+
+``data``: data-preparation throughput at 256x160 in clip frames per second,
+end to end (decode, flow, filters, FFT, statistics, TFDS write), with a
+per-stage breakdown on one 150-frame clip, and the peak memory (RSS) of
+`spectral-jax motion` on a 150-frame clip and of a whole `prepare` run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZE = (256, 160)
+CLIP_FRAMES = 150
+
+
+def _measured(command: list[str]) -> tuple[float, float]:
+  """Runs ``command``; returns (wall seconds, peak RSS in MiB of its largest
+  process, workers included)."""
+  probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+           "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
+           "stderr=subprocess.DEVNULL); "
+           "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+  out = subprocess.run([sys.executable, "-c", probe, *command], check=True,
+                       capture_output=True, text=True).stdout.split()
+  return float(out[0]), float(out[1]) / 1024.0
+
+
+def _rate(fn, repeats: int) -> float:
+  """Seconds per call of ``fn`` (best of a few timings)."""
+  fn()
+  best = float("inf")
+  for _ in range(3):
+    start = time.perf_counter()
+    for _ in range(repeats):
+      fn()
+    best = min(best, (time.perf_counter() - start) / repeats)
+  return best
+
+
+def _stage_breakdown(video: Path) -> None:
+  import cv2
+  from spectral_jax.data import clips, video as video_io
+  from spectral_jax.motion import flow, normalize, spectral
+  config = clips.ClipConfig()
+  clip = video_io.read_clip(video, num_frames=CLIP_FRAMES, fps=30.0, size=SIZE)
+  decode_s = _rate(lambda: video_io.read_clip(video, num_frames=CLIP_FRAMES, fps=30.0,
+                                              size=SIZE), 1)
+  gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip[:2]]
+  dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+  one_flow_s = _rate(lambda: dis.calc(gray[0], gray[1], None), 50)
+  flows_s = _rate(lambda: flow.displacements(clip, config.flow), 1)
+  fb_s = _rate(lambda: flow.displacements(clip, flow.FlowConfig(forward_backward=True)), 1)
+  disp, _ = flow.displacements(clip, config.flow)
+  fft_s = _rate(lambda: spectral.spectral_volume(disp, 16), 5)
+  real = spectral.to_real_layout(spectral.spectral_volume(disp, 16)).astype(np.float16)
+  accumulator = normalize.PercentileAccumulator.zeros(16)
+  hist_s = _rate(lambda: accumulator.update(real), 5)
+  example_s = _rate(lambda: clips.make_example(clip, config, video_key="v", start=0), 1)
+  print(f"per 150-frame clip at {SIZE[0]}x{SIZE[1]}, one process:")
+  print(f"  decode+resample (ffmpeg)   {CLIP_FRAMES / decode_s:8.0f} frames/s")
+  print(f"  DIS medium, one flow       {1 / one_flow_s:8.0f} flows/s")
+  print(f"  flow 0->t for a clip       {CLIP_FRAMES / flows_s:8.0f} frames/s "
+        f"({flows_s * 1e3:.0f} ms, init from previous)")
+  print(f"    with forward-backward    {CLIP_FRAMES / fb_s:8.0f} frames/s")
+  print(f"  FFT to K=16                {fft_s * 1e3:8.1f} ms")
+  print(f"  |x| histogram update       {hist_s * 1e3:8.1f} ms")
+  print(f"  whole example (flow..fp16) {CLIP_FRAMES / example_s:8.0f} frames/s")
+
+
+def benchmark_data(args) -> None:
+  from spectral_jax.data import synthetic, video as video_io
+  from spectral_jax.data.dataset import REPORT_FILE
+  work = Path(tempfile.mkdtemp(prefix="spectral_jax_bench_"))
+  try:
+    videos = work / "videos"
+    for seed in range(args.videos):
+      scene = synthetic.make_scene(seed, num_frames=args.video_frames, height=SIZE[1],
+                                   width=SIZE[0], render=True)
+      video_io.write_video(videos / f"scene_{seed}.mp4", scene.frames, 30.0)
+    _stage_breakdown(videos / "scene_0.mp4")
+
+    cli = [sys.executable, "-m", "spectral_jax.cli"]
+    motion_s, motion_mib = _measured(cli + ["motion", str(videos / "scene_0.mp4"),
+                                            "-o", str(work / "S.npz")])
+    print(f"\n`motion` on one 150-frame clip: {motion_s:.2f} s wall (start-up included), "
+          f"peak RSS {motion_mib:.0f} MiB")
+
+    data = work / "data"
+    # A low static threshold keeps the synthetic clips, so every clip pays
+    # for FFT, statistics and writing too.
+    prepare_s, prepare_mib = _measured(cli + [
+        "prepare", str(videos), "-o", str(data), "--workers", str(args.workers),
+        "--static-px", "0.2"])
+    report = json.loads((data / REPORT_FILE).read_text())
+    windows = report["clips"]["train"] + report["clips"]["test"] + sum(
+        n for reason, n in report["dropped"].items() if reason != "scene_cut")
+    clip_frames = windows * CLIP_FRAMES
+    written = sum(report["clips"].values())
+    print(f"`prepare` {args.videos} videos x {args.video_frames} frames, "
+          f"{args.workers} workers: {windows} clips ({written} written), "
+          f"{clip_frames} clip frames in {prepare_s:.1f} s = "
+          f"{clip_frames / prepare_s:.0f} clip frames/s end to end "
+          f"(start-up included); peak RSS of any process {prepare_mib:.0f} MiB")
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sections = parser.add_subparsers(dest="section", required=True)
+  data = sections.add_parser("data", help="data-preparation throughput and memory")
+  data.add_argument("--videos", type=int, default=2)
+  data.add_argument("--video-frames", type=int, default=300)
+  data.add_argument("--workers", type=int, default=2)
+  data.set_defaults(run=benchmark_data)
+  args = parser.parse_args()
+  args.run(args)
+
+
+if __name__ == "__main__":
+  main()
