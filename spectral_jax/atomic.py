@@ -24,6 +24,11 @@ def atomic_output(path: str | os.PathLike):
   tmp = Path(tmp)
   try:
     yield tmp
+    # mkstemp makes the file private (0600); give it the mode a plain open()
+    # would have.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   finally:
     tmp.unlink(missing_ok=True)

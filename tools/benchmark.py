@@ -102,7 +102,7 @@ def benchmark_data(args) -> None:
     # for FFT, statistics and writing too.
     prepare_s, prepare_mib = _measured(cli + [
         "prepare", str(videos), "-o", str(data), "--workers", str(args.workers),
-        "--static-px", "0.2"])
+        "--static-px", "0", "--camera-fraction", "1"])
     report = json.loads((data / REPORT_FILE).read_text())
     windows = report["clips"]["train"] + report["clips"]["test"] + sum(
         n for reason, n in report["dropped"].items() if reason != "scene_cut")

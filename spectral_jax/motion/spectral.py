@@ -39,8 +39,15 @@ def spectral_volume(disp_px, num_freqs: int = 16):
   if not 1 <= num_freqs <= num_frames // 2 + 1:
     raise ValueError(f"num_freqs must be in [1, {num_frames // 2 + 1}] for "
                      f"T={num_frames}, got {num_freqs}")
-  spectrum = xp.fft.rfft(xp.asarray(disp_px, xp.float32), axis=0)
-  return (spectrum[:num_freqs] / num_frames).astype(xp.complex64)
+  # Only K of the T/2+1 bins are kept, so a [K, T] DFT matrix product is
+  # about 5x cheaper than a full FFT along T (and a single matmul on TPU).
+  angle = 2.0 * np.pi * np.outer(np.arange(num_freqs), np.arange(num_frames)) / num_frames
+  cos_basis = xp.asarray(np.cos(angle) / num_frames, xp.float32)
+  sin_basis = xp.asarray(-np.sin(angle) / num_frames, xp.float32)
+  flat = xp.asarray(disp_px, xp.float32).reshape(num_frames, -1)
+  real = (cos_basis @ flat).reshape((num_freqs,) + disp_px.shape[1:])
+  imag = (sin_basis @ flat).reshape((num_freqs,) + disp_px.shape[1:])
+  return (real + 1j * imag).astype(xp.complex64)
 
 
 def _bin_weights(num_freqs: int, num_frames: int, xp):
