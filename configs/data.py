@@ -16,7 +16,7 @@ _VARIANTS = {
     "paper": {},
     "cvpr": {"percentile": 95.0},
     "hires": {"size": "512x288"},
-    "tiny": {"frames": 32, "size": "64x48", "K": 8, "stride": 8, "static_px": 0.3},
+    "tiny": {"frames": 32, "size": "64x48", "K": 8, "stride": 8, "static_px": 0.01},
 }
 
 
