@@ -1,7 +1,7 @@
 """The `spectral-jax` command.
 
 Each subcommand imports what it needs when it runs, so `spectral-jax --help`
-and the NumPy-only commands start fast and never load JAX.
+and the NumPy/OpenCV commands start fast and never load JAX.
 """
 
 from __future__ import annotations
@@ -10,17 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
-_CLIP_DEFAULTS = dict(frames=150, fps=30.0, size="256x160", K=16)
 
-
-def _add_clip_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--frames", type=int, default=_CLIP_DEFAULTS["frames"],
+def _add_clip_arguments(parser: argparse.ArgumentParser, paper) -> None:
+  """Clip options; defaults from ``paper``, a default `ClipConfig`."""
+  parser.add_argument("--frames", type=int, default=paper.num_frames,
                       help="T, frames per clip (default %(default)s)")
-  parser.add_argument("--fps", type=float, default=_CLIP_DEFAULTS["fps"],
+  parser.add_argument("--fps", type=float, default=paper.fps,
                       help="frame rate the video is resampled to (default %(default)s)")
-  parser.add_argument("--size", default=_CLIP_DEFAULTS["size"],
+  parser.add_argument("--size", default=f"{paper.width}x{paper.height}",
                       help="WIDTHxHEIGHT after centre crop and resize (default %(default)s)")
-  parser.add_argument("--K", type=int, default=_CLIP_DEFAULTS["K"],
+  parser.add_argument("--K", type=int, default=paper.num_freqs,
                       help="frequency bins kept (default %(default)s)")
   parser.add_argument("--preset", default="medium", choices=["ultrafast", "fast", "medium"],
                       help="DIS optical flow preset (default %(default)s)")
@@ -88,7 +87,7 @@ def _prepare(args) -> None:
   import json
   from spectral_jax.data import prepare
   config = _clip_config(args, stride=args.stride, num_render_frames=args.render_frames,
-                        static_px=args.static_px, camera_px=args.static_px,
+                        static_px=args.static_px, camera_px=args.camera_px,
                         camera_fraction=args.camera_fraction, scene_cut=args.scene_cut)
   options = prepare.PrepareOptions(workers=args.workers, percentile=args.percentile,
                                    test_fraction=args.test_fraction,
@@ -106,6 +105,8 @@ def _check_output(path, suffixes) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from spectral_jax.data.clips import ClipConfig
+  paper = ClipConfig()  # The defaults users see are the paper's clips.
   parser = argparse.ArgumentParser(
       prog="spectral-jax",
       description="Animate still pictures with predicted spectral volumes of natural motion.")
@@ -118,17 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
   motion.add_argument("-o", "--output", required=True, help="output .npz")
   motion.add_argument("--start", type=int, default=0, help="first frame (at --fps)")
   motion.add_argument("--viz", help="folder for pictures of the motion")
-  _add_clip_arguments(motion)
+  _add_clip_arguments(motion, paper)
   motion.set_defaults(run=_motion)
 
   synth = commands.add_parser("synth", help="synthetic oscillating videos with ground truth")
   synth.add_argument("-o", "--output", required=True, help="output folder")
   synth.add_argument("--num", type=int, required=True, help="number of videos")
   synth.add_argument("--seed", type=int, default=0, help="seed of the first video")
-  synth.add_argument("--frames", type=int, default=_CLIP_DEFAULTS["frames"])
-  synth.add_argument("--fps", type=float, default=_CLIP_DEFAULTS["fps"])
-  synth.add_argument("--size", default=_CLIP_DEFAULTS["size"], help="WIDTHxHEIGHT")
-  synth.add_argument("--K", type=int, default=_CLIP_DEFAULTS["K"])
+  synth.add_argument("--frames", type=int, default=paper.num_frames)
+  synth.add_argument("--fps", type=float, default=paper.fps)
+  synth.add_argument("--size", default=f"{paper.width}x{paper.height}", help="WIDTHxHEIGHT")
+  synth.add_argument("--K", type=int, default=paper.num_freqs)
   synth.set_defaults(run=_synth)
 
   prepare = commands.add_parser("prepare", help="TFDS data set from a folder of videos")
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
   prepare.add_argument("-o", "--output", required=True, help="data set folder")
   prepare.add_argument("--config", metavar="FILE.py[:VARIANT]",
                        help="defaults from a config file, e.g. configs/data.py:hires")
-  prepare.add_argument("--stride", type=int, default=10,
+  prepare.add_argument("--stride", type=int, default=paper.stride,
                        help="frames between clip starts (default %(default)s)")
   prepare.add_argument("--workers", type=int, default=2,
                        help="extraction processes (default %(default)s)")
@@ -146,18 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of videos held out as the test split (default %(default)s)")
   prepare.add_argument("--keep-cache", action="store_true",
                        help="keep the extracted clips after writing the data set")
-  prepare.add_argument("--render-frames", type=int, default=4,
+  prepare.add_argument("--render-frames", type=int, default=paper.num_render_frames,
                        help="frames kept per clip for renderer training (default %(default)s)")
-  prepare.add_argument("--static-px", type=float, default=1.0,
+  prepare.add_argument("--static-px", type=float, default=paper.static_px,
                        help="drop clips whose mean trajectory magnitude is below this "
                        "(pixels, default %(default)s)")
-  prepare.add_argument("--camera-fraction", type=float, default=0.95,
+  prepare.add_argument("--camera-px", type=float, default=paper.camera_px,
+                       help="mean trajectory magnitude that counts a pixel as moving "
+                       "for the camera-motion filter (pixels, default %(default)s)")
+  prepare.add_argument("--camera-fraction", type=float, default=paper.camera_fraction,
                        help="drop clips where more than this fraction of pixels moves "
-                       "over --static-px on average: camera motion (default %(default)s)")
-  prepare.add_argument("--scene-cut", type=float, default=0.5,
+                       "over --camera-px on average: camera motion (default %(default)s)")
+  prepare.add_argument("--scene-cut", type=float, default=paper.scene_cut,
                        help="colour-histogram change (1 - correlation) that counts as a "
                        "scene cut (default %(default)s)")
-  _add_clip_arguments(prepare)
+  _add_clip_arguments(prepare, paper)
   prepare.set_defaults(run=_prepare)
   return parser
 

@@ -3,7 +3,7 @@
 Written as array_record with `tfds.features.Tensor` features only, so
 neither writing nor reading needs TensorFlow. Layout of a prepared folder::
 
-  DATA_DIR/spectral_volumes/1.0.0/   TFDS shards, dataset_info.json
+  DATA_DIR/spectral_volumes/1.1.0/   TFDS shards, dataset_info.json
   DATA_DIR/clip_config.json          the ClipConfig the clips were made with
   DATA_DIR/normalization.json        per-frequency scales (NormalizationStats)
   DATA_DIR/abs_histogram.npz         histogram they came from (any percentile)
@@ -23,7 +23,7 @@ from spectral_jax.data.clips import ClipConfig
 from spectral_jax.motion.normalize import NormalizationStats
 
 NAME = "spectral_volumes"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 CLIP_CONFIG_FILE = "clip_config.json"
 NORMALIZATION_FILE = "normalization.json"
 HISTOGRAM_FILE = "abs_histogram.npz"
@@ -35,12 +35,15 @@ def features(config: ClipConfig) -> tfds.features.FeaturesDict:
   height, width = config.height, config.width
   frames = config.num_render_frames
   tensor = tfds.features.Tensor
+  # Arrays are stored as raw bytes: the default tf.Example lists would widen
+  # float16 to float32 and cost ~0.6 s of Python per example to serialize.
+  array = lambda shape, dtype: tensor(shape=shape, dtype=dtype, encoding="bytes")
   return tfds.features.FeaturesDict({
-      "image": tensor(shape=(height, width, 3), dtype=np.uint8),
-      "spectral_volume": tensor(shape=(config.num_freqs, height, width, 4), dtype=np.float16),
-      "frames": tensor(shape=(frames, height, width, 3), dtype=np.uint8),
+      "image": array((height, width, 3), np.uint8),
+      "spectral_volume": array((config.num_freqs, height, width, 4), np.float16),
+      "frames": array((frames, height, width, 3), np.uint8),
       "frame_times": tensor(shape=(frames,), dtype=np.int32),
-      "displacements": tensor(shape=(frames, height, width, 2), dtype=np.float16),
+      "displacements": array((frames, height, width, 2), np.float16),
       "video": tensor(shape=(), dtype=np.str_),
       "clip_start": tensor(shape=(), dtype=np.int32),
   })
@@ -55,6 +58,10 @@ class SpectralVolumes(tfds.core.GeneratorBasedBuilder):
   """
 
   VERSION = tfds.core.Version(VERSION)
+  RELEASE_NOTES = {
+      "1.0.0": "First layout.",
+      "1.1.0": "Arrays stored as raw bytes (float16 kept, 2x smaller, fast to write).",
+  }
 
   def __init__(self, *, clip_config: ClipConfig, clip_files: dict[str, list[Path]], **kwargs):
     self._clip_config = clip_config
