@@ -1,0 +1,49 @@
+"""Stage ``ldm_pretrain``: the denoising U-Net, one frequency per example.
+
+  python -m spectral_jax.train --config configs/ldm_pretrain.py:tiny \
+      --workdir runs/ldm1 --config.vae_from=runs/vae
+
+The paper: LDM U-Net with base 128 channels, multipliers (1, 4, 8), attention
+at resolutions 32, 16, 8 (of a 64x40 latent these are the levels after one
+and two downsamplings: ``attention_levels=(1, 2)``, plus the middle block);
+1000 scaled-linear diffusion steps (beta 0.00085..0.012); ε-prediction;
+Adam, learning rate 5e-5, batch 96, 750K steps; DDIM with 250 steps.
+"""
+
+import ml_collections
+
+from spectral_jax.train.config_base import base_config
+
+
+def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
+  return ldm_config("ldm_pretrain", variant)
+
+
+def ldm_config(stage: str, variant: str) -> ml_collections.ConfigDict:
+  config = base_config(stage, variant)
+  tiny = variant == "tiny"
+  config.vae_from = ""
+  config.model = ml_collections.ConfigDict({
+      "latent_channels": 4, "cond_channels": 16,
+      "base_channels": 32 if tiny else 128,
+      "channel_mults": (1, 2) if tiny else (1, 4, 8),
+      "num_res_blocks": 1 if tiny else 2,
+      "attention_levels": (1,) if tiny else (1, 2),
+      "num_heads": 4 if tiny else 8,
+      "image_encoder_channels": 16 if tiny else 64,
+      # The image encoder must reach the VAE's latent resolution (4x down).
+      "image_downsamples": 2,
+  })
+  config.diffusion = ml_collections.ConfigDict({
+      "schedule": {"kind": "scaled_linear", "num_steps": 1000,
+                   "beta_start": 0.00085, "beta_end": 0.012},
+      # Probability of dropping the picture, for classifier-free guidance.
+      "cond_drop": 0.1,
+  })
+  config.eval.ddim_steps = 25 if tiny else 250
+  config.eval.guidance_scale = 0.0
+  config.eval.num_batches = 1 if tiny else 4
+  config.batch_size = 16 if tiny else 96
+  config.num_steps = {"tiny": 1000, "paper": 750_000, "hires": 50_000}[variant]
+  config.optimizer.learning_rate = {"tiny": 5e-4, "paper": 5e-5, "hires": 1e-5}[variant]
+  return config

@@ -1,0 +1,95 @@
+"""Random-access sources of training examples: a prepared TFDS data set, or
+synthetic scenes made on the fly.
+
+Both give examples with the data set's schema (`dataset.features`), so
+`pipeline.ShardedBatches` shards, shuffles and resumes either one the same
+way. Synthetic example ``i`` of a split is a pure function of the seed and
+``i``; it needs no preparation and no disk, which is what the ``tiny``
+training configs use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spectral_jax.data import dataset, synthetic
+from spectral_jax.motion.normalize import NormalizationStats, PercentileAccumulator
+from spectral_jax.motion.spectral import to_real_layout
+
+# Disjoint seed ranges keep the synthetic splits apart.
+_SPLIT_SEED_OFFSET = {"train": 0, "test": 1 << 30}
+
+
+class SyntheticExamples:
+  """``num_examples`` synthetic scenes as data-set examples.
+
+  Args:
+    split: "train" or "test" (disjoint scenes).
+    num_examples: the source's length.
+    seed: shifts every scene's seed.
+    num_frames, fps, height, width, num_freqs: the clip (T, frames/s,
+      pixels, K).
+    num_render_frames: frames (with displacements) per example for renderer
+      training; 0 skips rendering, which makes an example ~10x cheaper.
+    scene: further `synthetic.make_scene` arguments.
+  """
+
+  def __init__(self, split: str, *, num_examples: int, seed: int = 0, num_frames: int,
+               fps: float, height: int, width: int, num_freqs: int,
+               num_render_frames: int = 0, **scene):
+    if split not in _SPLIT_SEED_OFFSET:
+      raise ValueError(f"unknown split {split!r}: 'train' or 'test'")
+    self._first_seed = _SPLIT_SEED_OFFSET[split] + seed * num_examples
+    self._length = num_examples
+    self._scene = dict(num_frames=num_frames, fps=fps, height=height, width=width,
+                       num_freqs=num_freqs, **scene)
+    self._num_render_frames = num_render_frames
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict:
+    if not 0 <= index < self._length:
+      raise IndexError(index)
+    seed = self._first_seed + int(index)
+    scene = synthetic.make_scene(seed, render=False, **self._scene)
+    image = scene.frames[0]
+    example = {
+        "image": image,
+        "spectral_volume": to_real_layout(scene.spectral).astype(np.float16),
+    }
+    if self._num_render_frames:
+      rng = np.random.default_rng(seed)
+      times = np.sort(rng.choice(np.arange(1, self._scene["num_frames"]),
+                                 self._num_render_frames, replace=False)).astype(np.int32)
+      example["frames"] = np.stack([synthetic.warp_forward(image, scene.disp_px[t])
+                                    for t in times])
+      example["frame_times"] = times
+      example["displacements"] = scene.disp_px[times].astype(np.float16)
+    return example
+
+
+def open_source(data_config, split: str):
+  """The ``split`` source the ``data`` config block names: the prepared data
+  set in ``data.dir``, or synthetic scenes when it is empty."""
+  if data_config.dir:
+    return dataset.open_split(data_config.dir, split)
+  synth = data_config.synthetic
+  return SyntheticExamples(
+      split, num_examples=synth.num_train if split == "train" else synth.num_test,
+      seed=synth.seed, num_frames=synth.num_frames, fps=synth.fps,
+      height=data_config.height, width=data_config.width, num_freqs=data_config.num_freqs,
+      num_render_frames=synth.num_render_frames, max_amplitude_px=synth.max_amplitude_px)
+
+
+def normalization(data_config) -> NormalizationStats:
+  """The per-frequency scales of the training data: saved beside a prepared
+  data set, or, for synthetic scenes, measured streaming over the first
+  ``synthetic.stats_examples`` training scenes."""
+  if data_config.dir:
+    return dataset.load_normalization(data_config.dir)
+  source = open_source(data_config, "train")
+  accumulator = PercentileAccumulator.zeros(data_config.num_freqs)
+  for index in range(min(len(source), data_config.synthetic.stats_examples)):
+    accumulator.update(source[index]["spectral_volume"])
+  return NormalizationStats.from_accumulator(accumulator, data_config.percentile)

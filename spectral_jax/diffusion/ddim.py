@@ -1,0 +1,153 @@
+"""DDIM sampling with classifier-free and loss guidance (DESIGN.md §2).
+
+Conventions:
+
+* Timesteps are "trailing" (Lin et al., 2024): ``S`` steps of ``N`` start at
+  ``t = N - 1``, the noisiest level the network was trained on, and are spaced
+  by ``N / S``; the last step jumps to ``alphabar = 1``, so the output is the
+  clean prediction ``x0``. With ``S = N`` and ``eta = 1`` the sampler is
+  ancestral DDPM with the posterior variance ``beta~_t``.
+* Classifier-free guidance: ``eps = (1 + w) eps(z, c) - w eps(z, 0)``;
+  ``w = 0`` is the purely conditional sampler.
+* Universal guidance (Bansal et al., 2023):
+  ``eps += u * sqrt(1 - alphabar_t) * grad_{z_t} L(x0(z_t))``, differentiating
+  through the network, with optional self-recurrence.
+* ``x0`` is not clipped unless asked: latents have no fixed range.
+
+The whole loop is one `jax.lax.scan`. Wrap `ddim_sample` in `jax.jit` with
+``eps_fn`` closed over (or static) and the keyword options static: called
+eagerly, the scan is retraced and recompiled on every call.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spectral_jax.diffusion.schedules import Schedule
+from spectral_jax.diffusion.training import predict_x0
+
+# eps_fn(z_t [B, ...] float32, t [B] int32, cond_mask [B] bool) -> eps [B, ...]:
+# the network with its parameters closed over. cond_mask True uses the image
+# condition, False the dropped (unconditional) one.
+EpsFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def ddim_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:
+  """``[S]`` int32 decreasing trailing timesteps: ``N - 1 - floor(i N / S)``.
+
+  For N = 1000, S = 250: 999, 995, ..., 3.
+  """
+  if not 1 <= num_steps <= num_train_steps:
+    raise ValueError(f"num_steps must be in [1, {num_train_steps}], got {num_steps}")
+  steps = np.arange(num_steps, dtype=np.int64)
+  return (num_train_steps - 1 - steps * num_train_steps // num_steps).astype(np.int32)
+
+
+def eps_calls_per_sample(num_steps: int, recurrence_steps: int = 1) -> int:
+  """Network calls `ddim_sample` makes for one batch of latents.
+
+  Each call is one batched forward pass over all ``B`` latents (all K
+  frequencies of a picture), over ``2B`` with classifier-free guidance; with a
+  guidance loss each call also runs one backward pass.
+  """
+  return num_steps * recurrence_steps
+
+
+def ddim_sample(eps_fn: EpsFn, schedule: Schedule, rng: jax.Array, shape: tuple[int, ...], *,
+                num_steps: int = 250, eta: float = 0.0, guidance_scale: float = 0.0,
+                guidance_loss: Callable[[jax.Array], jax.Array] | None = None,
+                guidance_weight: float | jax.Array = 0.0, recurrence_steps: int = 1,
+                clip_x0: float | None = None) -> jax.Array:
+  """Samples clean latents ``z0`` ``[B, ...]`` = ``shape`` by DDIM.
+
+  Args:
+    eps_fn: the noise predictor, see `EpsFn`.
+    schedule: the training noise schedule (N timesteps).
+    rng: PRNG key; the same key gives the same samples whatever the guidance.
+    shape: ``(B, ...)`` latent shape, static.
+    num_steps: S <= N sampling steps, static.
+    eta: static in [0, 1]; 0 is deterministic DDIM, 1 adds the ancestral
+      (DDPM posterior) noise.
+    guidance_scale: classifier-free guidance ``w``, a static Python number.
+      0 makes one conditional call on ``B`` latents per step; otherwise one
+      call on ``[z; z]`` (``2B``) with ``cond_mask = [True]*B + [False]*B``.
+    guidance_loss: optional differentiable ``L(x0_pred [B, ...]) -> scalar``
+      on the predicted clean latents. Sum (not average) per-example losses so
+      that a sample's gradient does not depend on B.
+    guidance_weight: ``u``, the loss-guidance strength (may be traced).
+    recurrence_steps: static; iterations per step, each after the first
+      re-noising the stepped latent back to ``t`` with fresh noise. 1 = none.
+    clip_x0: if set, clip ``x0`` to ``[-clip_x0, clip_x0]`` and take the
+      noise consistent with it.
+  Returns:
+    ``[B, ...]`` float32 clean latents.
+  """
+  if not 0.0 <= eta <= 1.0:
+    raise ValueError(f"eta must be in [0, 1], got {eta}")
+  if recurrence_steps < 1:
+    raise ValueError(f"recurrence_steps must be >= 1, got {recurrence_steps}")
+  batch = shape[0]
+  timesteps = ddim_timesteps(schedule.num_steps, num_steps)
+  alphabar = schedule.alphas_cumprod[timesteps]
+  alphabar_prev = jnp.concatenate([alphabar[1:], jnp.ones((1,), alphabar.dtype)])
+
+  def guided_eps(z, t):
+    """``[B, ...]`` classifier-free guided noise at ``t`` ``[B]``."""
+    if guidance_scale == 0:
+      return eps_fn(z, t, jnp.ones((batch,), bool)).astype(z.dtype)
+    cond_mask = jnp.arange(2 * batch) < batch
+    both = eps_fn(jnp.concatenate([z, z]), jnp.concatenate([t, t]), cond_mask).astype(z.dtype)
+    eps_cond, eps_uncond = both[:batch], both[batch:]
+    return (1 + guidance_scale) * eps_cond - guidance_scale * eps_uncond
+
+  def step(z, t, a, a_prev, key):
+    """One DDIM update ``z_t [B, ...]`` → ``z_{t_prev}``; ``a`` = alphabar."""
+    t_batch = jnp.full((batch,), t, jnp.int32)
+    if guidance_loss is None:
+      eps = guided_eps(z, t_batch)
+    else:
+      def loss(z):
+        eps = guided_eps(z, t_batch)
+        return guidance_loss(predict_x0(schedule, z, eps, t_batch)), eps
+      grad, eps = jax.grad(loss, has_aux=True)(z)
+      eps = eps + guidance_weight * jnp.sqrt(1 - a) * grad
+    x0 = predict_x0(schedule, z, eps, t_batch)
+    if clip_x0 is not None:
+      x0 = jnp.clip(x0, -clip_x0, clip_x0)
+      eps = (z - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
+    sigma = eta * jnp.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+    # Exactly >= 0 for eta <= 1; the clamp only absorbs rounding.
+    direction = jnp.sqrt(jnp.maximum(1 - a_prev - sigma**2, 0.0))
+    z_prev = jnp.sqrt(a_prev) * x0 + direction * eps
+    if eta > 0:
+      z_prev = z_prev + sigma * jax.random.normal(key, shape, z.dtype)
+    return z_prev
+
+  def recurrent_step(z, t, a, a_prev, key):
+    """`step`, repeated with re-noising by ``q(z_t | z_{t_prev})``."""
+    def iteration(carry, key):
+      z_t, _ = carry
+      step_key, noise_key = jax.random.split(key)
+      z_prev = step(z_t, t, a, a_prev, step_key)
+      ratio = a / a_prev
+      z_t = jnp.sqrt(ratio) * z_prev + jnp.sqrt(1 - ratio) * jax.random.normal(
+          noise_key, shape, z.dtype)
+      return (z_t, z_prev), None
+    (_, z_prev), _ = jax.lax.scan(iteration, (z, z), jax.random.split(key, recurrence_steps))
+    return z_prev
+
+  def body(z, xs):
+    t, a, a_prev, key = xs
+    if recurrence_steps == 1:
+      return step(z, t, a, a_prev, key), None
+    return recurrent_step(z, t, a, a_prev, key), None
+
+  init_key, loop_key = jax.random.split(rng)
+  z = jax.random.normal(init_key, shape, jnp.float32)
+  xs = (jnp.asarray(timesteps), alphabar, alphabar_prev, jax.random.split(loop_key, num_steps))
+  z0, _ = jax.lax.scan(body, z, xs)
+  return z0

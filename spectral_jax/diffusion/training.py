@@ -1,0 +1,72 @@
+"""The ε-prediction training objective: forward noising, x0 from ε, the loss.
+
+Latents are any ``[B, ...]``; per-example quantities (timesteps ``t``,
+weights) are ``[B]`` and broadcast over the trailing dimensions.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from spectral_jax.diffusion.schedules import Schedule
+
+
+def _per_example(values, like):
+  """``[B]`` → ``[B, 1, ..., 1]`` with the rank and dtype of ``like``."""
+  return values.reshape(values.shape + (1,) * (like.ndim - 1)).astype(like.dtype)
+
+
+def add_noise(schedule: Schedule, z0, noise, t):
+  """``z_t = sqrt(alphabar_t) z0 + sqrt(1 - alphabar_t) noise``.
+
+  Args:
+    schedule: the noise schedule.
+    z0: ``[B, ...]`` clean latents.
+    noise: ``[B, ...]`` standard normal noise, the ε regression target.
+    t: ``[B]`` int32 timesteps in ``[0, N)``.
+  Returns:
+    ``[B, ...]`` noisy latents, dtype of ``z0``.
+  """
+  alphabar = schedule.alphas_cumprod[t]
+  return (_per_example(jnp.sqrt(alphabar), z0) * z0
+          + _per_example(jnp.sqrt(1.0 - alphabar), z0) * noise.astype(z0.dtype))
+
+
+def sample_timesteps(rng: jax.Array, batch_size: int, num_steps: int):
+  """``[B]`` int32 timesteps uniform over ``[0, num_steps)``."""
+  return jax.random.randint(rng, (batch_size,), 0, num_steps, dtype=jnp.int32)
+
+
+def predict_x0(schedule: Schedule, z_t, eps, t):
+  """Clean latent implied by a noise prediction; inverse of `add_noise` in z0.
+
+  Args:
+    schedule: the noise schedule.
+    z_t: ``[B, ...]`` noisy latents.
+    eps: ``[B, ...]`` predicted noise.
+    t: ``[B]`` int32 timesteps.
+  Returns:
+    ``[B, ...]`` ``(z_t - sqrt(1 - alphabar_t) eps) / sqrt(alphabar_t)``.
+  """
+  alphabar = schedule.alphas_cumprod[t]
+  return ((z_t - _per_example(jnp.sqrt(1.0 - alphabar), z_t) * eps.astype(z_t.dtype))
+          / _per_example(jnp.sqrt(alphabar), z_t))
+
+
+def epsilon_loss(eps_pred, eps, weights=None):
+  """Mean squared error of the noise prediction, a float32 scalar.
+
+  Args:
+    eps_pred: ``[B, ...]`` network output.
+    eps: ``[B, ...]`` the noise that was added.
+    weights: optional ``[B]`` per-example weights (e.g. min-SNR weighting, or
+      0 for padding examples). The loss is ``mean_b(weights_b * mse_b)``, so
+      weights of 1 give the plain MSE and the scale does not depend on how
+      many weights are 0.
+  """
+  squared = jnp.square(eps_pred.astype(jnp.float32) - eps.astype(jnp.float32))
+  per_example = squared.reshape(squared.shape[0], -1).mean(axis=1)
+  if weights is not None:
+    per_example = per_example * weights.astype(jnp.float32)
+  return per_example.mean()

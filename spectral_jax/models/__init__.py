@@ -1,0 +1,1 @@
+"""Networks: motion VAE, diffusion U-Net, renderer and VGG16 features."""

@@ -1,0 +1,149 @@
+"""Orbax checkpoints of a training run, with named items.
+
+``WORKDIR/checkpoints/<step>/`` holds:
+
+* ``params``: the model parameters (a pytree of arrays);
+* ``opt_state``: the optimizer state (none for frozen parameters);
+* ``data``: the input pipeline's position (JSON), so a resumed run sees the
+  examples the interrupted one would have seen next;
+* ``config``: the run's config (JSON), enough to rebuild its model;
+* ``stats``: statistics the run depends on (JSON): the data set's
+  normalization scales, and e.g. the VAE's latent whitening.
+
+Saves are asynchronous; the newest ``keep`` are kept. Arrays are restored
+onto whatever mesh the restoring run has (the abstract target carries the
+shardings), so a run saved on 8 devices resumes on 1 and vice versa.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+ARRAY_ITEMS = ("params", "opt_state")
+JSON_ITEMS = ("data", "config", "stats")
+
+
+def manager(workdir, *, every: int = 1, keep: int | None = None,
+            read_only: bool = False) -> ocp.CheckpointManager:
+  """The run's `CheckpointManager` (saves at multiples of ``every``);
+  ``read_only`` for another run's checkpoints, which must exist."""
+  directory = Path(workdir).absolute() / CHECKPOINT_DIR
+  if read_only and not directory.is_dir():
+    raise FileNotFoundError(f"{workdir}: no checkpoints (is it a training workdir?)")
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=every, max_to_keep=keep, create=not read_only,
+      enable_async_checkpointing=not read_only)
+  handlers = {name: ocp.StandardCheckpointHandler() for name in ARRAY_ITEMS}
+  handlers.update({name: ocp.JsonCheckpointHandler() for name in JSON_ITEMS})
+  return ocp.CheckpointManager(directory, item_handlers=handlers, options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, *, params, opt_state, data: dict,
+         config: ml_collections.ConfigDict, stats: dict, force: bool = False) -> bool:
+  """Starts an asynchronous save (if ``step`` is due, or ``force``)."""
+  return mngr.save(step, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params),
+      opt_state=ocp.args.StandardSave(opt_state),
+      data=ocp.args.JsonSave(data),
+      config=ocp.args.JsonSave(config.to_dict()),
+      stats=ocp.args.JsonSave(stats)), force=force)
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, *, abstract_params,
+            abstract_opt_state=None) -> dict:
+  """Items of checkpoint ``step``: arrays onto the shardings of the abstract
+  targets (`jax.ShapeDtypeStruct` trees); ``opt_state`` only if its target
+  is given. JSON items as saved; ``config`` as a ConfigDict."""
+  args = dict(params=ocp.args.StandardRestore(abstract_params),
+              data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore(),
+              stats=ocp.args.JsonRestore())
+  if abstract_opt_state is not None:
+    args["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+  restored = mngr.restore(step, args=ocp.args.Composite(**args))
+  items = {name: restored[name] for name in args}
+  items["config"] = ml_collections.ConfigDict(items["config"])
+  return items
+
+
+def read_config(workdir, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
+  """(config, stats, step) of a run's latest (or given) checkpoint, without
+  its arrays: enough to rebuild the model and know its statistics."""
+  mngr = manager(workdir, read_only=True)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir}: no finished checkpoint")
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      config=ocp.args.JsonRestore(), stats=ocp.args.JsonRestore()))
+  return ml_collections.ConfigDict(restored["config"]), restored["stats"], step
+
+
+def load_params(workdir, abstract_params, step: int | None = None):
+  """A run's parameters, restored onto the shardings in ``abstract_params``."""
+  mngr = manager(workdir, read_only=True)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir}: no finished checkpoint")
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(abstract_params)))
+  return restored["params"]
+
+
+def load_into(workdir, params: dict, shardings: dict) -> dict:
+  """``params`` (a nested dict) with every parameter another run saved
+  copied in, onto ``shardings``; parameters that run lacks keep their
+  values (e.g. stage 2's new frequency attention).
+
+  Raises:
+    ValueError: the run has a parameter ``params`` lacks, or of another shape.
+  """
+  mngr = manager(workdir, read_only=True)
+  step = mngr.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{workdir}: no finished checkpoint")
+  saved = {_name(path): meta for path, meta in _flat(mngr.item_metadata(step)["params"]).items()}
+  ours, our_shardings = _flat(params), _flat(shardings)
+  # Saved keys are strings; ours may be ints (list indices) and stay so.
+  by_name = {_name(path): path for path in ours}
+  for name, meta in saved.items():
+    if name not in by_name:
+      raise ValueError(f"{workdir} has parameter {name} that this model lacks")
+    ours_shape = tuple(ours[by_name[name]].shape)
+    if tuple(meta.shape) != ours_shape:
+      raise ValueError(f"{name}: {workdir} has shape {tuple(meta.shape)}, this model "
+                       f"{ours_shape}")
+  target = _nest({by_name[name]: jax.ShapeDtypeStruct(
+      ours[by_name[name]].shape, ours[by_name[name]].dtype,
+      sharding=our_shardings[by_name[name]]) for name in saved})
+  loaded = _flat(load_params(workdir, target, step))
+  return _nest({path: loaded.get(path, value) for path, value in ours.items()})
+
+
+def _flat(tree) -> dict:
+  """Nested dicts → ``{(key, ...): leaf}``."""
+  return {tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _name(path: tuple) -> str:
+  return "/".join(str(key) for key in path)
+
+
+def _nest(flat: dict) -> dict:
+  tree = {}
+  for path, leaf in flat.items():
+    node = tree
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = leaf
+  return tree
+
+
+def with_shardings(abstract_tree, shardings):
+  """`jax.ShapeDtypeStruct` tree carrying ``shardings``."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract_tree, shardings)

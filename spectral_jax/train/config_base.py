@@ -1,0 +1,62 @@
+"""What every training config has, for `configs/<stage>.py` to build on.
+
+The paper's numbers live in the `configs/` files; this module only fixes the
+shape of a config and the variants' data and run lengths:
+
+  tiny   trains on this CPU in minutes, on synthetic scenes made on the fly
+         (64x48 pixels, T=32 frames, K=8), needing no prepared data set;
+  paper  256x160, K=16, a data set from `spectral-jax prepare`;
+  hires  512x288 fine-tuning from a `paper` run (``--config.init_from=DIR``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+VARIANTS = ("tiny", "paper", "hires")
+
+
+def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
+  tiny = variant == "tiny"
+  config = ml_collections.ConfigDict()
+  config.stage = stage
+  config.variant = variant
+  config.seed = 0
+  config.num_steps = 1000
+  config.batch_size = 8
+  config.log_every = 25 if tiny else 100
+  config.eval_every = 250 if tiny else 5000
+  config.checkpoint_every = 250 if tiny else 5000
+  config.keep_checkpoints = 3
+  # Multi-host runs call jax.distributed.initialize() first.
+  config.distributed = False
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  # With fsdp > 1, parameters of at least this many elements are split.
+  config.fsdp_min_size = 2**16
+  # Full-match regex on parameter paths ("a/b/kernel"); the rest is frozen.
+  config.trainable = ".*"
+  # A finished run whose parameters start this one (same paths and shapes;
+  # parameters it lacks keep their initialisation).
+  config.init_from = ""
+  config.dtype = "float32"
+
+  config.optimizer = ml_collections.ConfigDict({
+      "name": "adam", "learning_rate": 1e-4, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0,
+      "grad_clip": 1.0, "warmup_steps": 50 if tiny else 1000, "decay": "constant",
+      "decay_steps": 0})
+
+  size = {"tiny": (64, 48), "paper": (256, 160), "hires": (512, 288)}[variant]
+  config.data = ml_collections.ConfigDict({
+      # A prepared data set (`spectral-jax prepare`); empty: synthetic scenes.
+      "dir": "",
+      "width": size[0], "height": size[1], "num_freqs": 8 if tiny else 16,
+      "percentile": 97.0,
+      "synthetic": {"num_train": 4096, "num_test": 64, "seed": 0,
+                    "num_frames": 32 if tiny else 150, "fps": 30.0,
+                    "num_render_frames": 0, "max_amplitude_px": 4.0,
+                    "stats_examples": 256},
+  })
+  config.eval = ml_collections.ConfigDict({"num_batches": 4, "whiten_batches": 8})
+  return config

@@ -1,0 +1,231 @@
+"""The training loop every stage shares (VAE, LDM stages 1 and 2, renderer).
+
+``run(config, workdir)`` reads top to bottom: mesh → task (data, model,
+loss) → abstract init → shardings → jitted init → optimizer → jitted,
+ahead-compiled train step with donated state → resume → loop (log, evaluate,
+checkpoint). What differs between stages lives in their task
+(`spectral_jax.train.stages`); nothing here knows what it trains.
+
+The train state is a plain dict pytree::
+
+  {"step": int32 [], "params": {...}, "opt_state": ..., "constants": {...}}
+
+``constants`` holds frozen arrays the loss needs but never trains (the VAE
+inside an LDM stage); they are rebuilt by the task on every start, not
+checkpointed.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from flax import nnx
+
+from spectral_jax.train import checkpoint, sharding, stages
+from spectral_jax.train.metrics import MetricWriter
+from spectral_jax.train.optimizer import (FROZEN, learning_rate_schedule, make_optimizer,
+                                          trainable_labels)
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN or infinite; the message says where and what is kept."""
+
+
+def abstract_model(task, seed: int):
+  """(graphdef, abstract params pure dict) of the task's model, without
+  allocating it."""
+  model = nnx.eval_shape(lambda: task.make_model(nnx.Rngs(seed)))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  if jax.tree.leaves(rest):
+    raise TypeError("models must hold only nnx.Param variables (no BatchNorm statistics, "
+                    f"no stored RNG state); found {jax.tree.map(jnp.shape, rest)}")
+  return graphdef, nnx.to_pure_dict(params)
+
+
+def merge(graphdef, params: dict) -> nnx.Module:
+  """The model from its graph and a pure dict of parameters (inside jit)."""
+  return nnx.merge(graphdef, nnx.State(params))
+
+
+def make_train_step(graphdef, task, tx: optax.GradientTransformation, labels,
+                    learning_rate: optax.Schedule):
+  """Pure ``train_step(state, batch, rng) -> (state, metrics)``."""
+
+  def loss_fn(params, constants, batch, rng):
+    return task.loss(merge(graphdef, params), constants, batch, rng)
+
+  def train_step(state, batch, rng):
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], state["constants"], batch, rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    new_params = optax.apply_updates(state["params"], updates)
+    # Frozen parameters keep their exact bits (x + 0.0 would turn -0.0 into 0.0).
+    params = jax.tree.map(lambda label, old, new: old if label == FROZEN else new,
+                          labels, state["params"], new_params)
+    trained = jax.tree.map(lambda label, g: g if label != FROZEN else jnp.zeros(()),
+                           labels, grads)
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(trained),
+               "learning_rate": learning_rate(state["step"])}
+    return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+  return train_step
+
+
+def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) -> list[dict]:
+  """Trains ``config`` in ``workdir`` (resuming what is there); returns the
+  logged records of this invocation."""
+  workdir = Path(workdir)
+  if config.get("distributed", False):
+    jax.distributed.initialize()
+  is_main = jax.process_index() == 0
+
+  # Mesh and task.
+  mesh = sharding.make_mesh(config.mesh)
+  task = stages.make_task(config, mesh)
+
+  # Abstract model, optimizer, shardings: shapes only, nothing allocated.
+  graphdef, abstract_params = abstract_model(task, config.seed)
+  labels = trainable_labels(abstract_params, config.trainable)
+  tx = make_optimizer(config.optimizer, abstract_params, config.trainable)
+  abstract_opt_state = jax.eval_shape(tx.init, abstract_params)
+  min_size = config.get("fsdp_min_size")
+  constants = task.constants()
+  shardings = {
+      "step": sharding.replicated(mesh),
+      "params": sharding.tree_shardings(abstract_params, mesh, min_size),
+      "opt_state": sharding.tree_shardings(abstract_opt_state, mesh, min_size),
+      "constants": sharding.tree_shardings(constants, mesh, min_size),
+  }
+
+  # Parameters: resumed from this workdir, or initialised (then the task may
+  # load some from another run, e.g. stage 1 into stage 2).
+  mngr = checkpoint.manager(workdir, every=config.checkpoint_every,
+                            keep=config.keep_checkpoints)
+  resume_step = mngr.latest_step()
+  batches = task.train_batches(jax.process_index(), jax.process_count())
+  if resume_step is None:
+    def init(seed):
+      params = nnx.to_pure_dict(nnx.state(task.make_model(nnx.Rngs(seed)), nnx.Param))
+      return params
+    params = jax.jit(init, out_shardings=shardings["params"], static_argnums=0)(config.seed)
+    if config.init_from:
+      params = checkpoint.load_into(config.init_from, params, shardings["params"])
+    opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
+    start_step = 0
+  else:
+    restored = checkpoint.restore(
+        mngr, resume_step,
+        abstract_params=checkpoint.with_shardings(abstract_params, shardings["params"]),
+        abstract_opt_state=checkpoint.with_shardings(abstract_opt_state, shardings["opt_state"]))
+    params, opt_state = restored["params"], restored["opt_state"]
+    batches.set_state(restored["data"])
+    start_step = resume_step
+  state = {
+      "step": jax.device_put(jnp.int32(start_step), shardings["step"]),
+      "params": params,
+      "opt_state": opt_state,
+      "constants": jax.device_put(constants, shardings["constants"]),
+  }
+
+  # The step, compiled before the first batch is trained on: a wrong shape
+  # or a memory blow-up fails here.
+  batch_sharding = sharding.batch_sharding(mesh)
+  first_batch = next(batches)
+  abstract_batch = {name: jax.ShapeDtypeStruct(
+      (value.shape[0] * jax.process_count(),) + value.shape[1:], value.dtype,
+      sharding=batch_sharding) for name, value in first_batch.items()}
+  step_fn = jax.jit(
+      make_train_step(graphdef, task, tx, labels, learning_rate_schedule(config.optimizer)),
+      in_shardings=(shardings, batch_sharding, sharding.replicated(mesh)),
+      out_shardings=(shardings, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+  abstract_state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+  compiled = step_fn.lower(abstract_state, abstract_batch, jax.random.key(0)).compile()
+  if is_main:
+    _describe(config, mesh, abstract_params, labels, compiled, start_step)
+
+  writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+  base_rng = jax.random.key(config.seed)
+  records, pending = [], []
+  bar = tqdm.tqdm(total=config.num_steps, initial=start_step, unit="step",
+                  disable=not (progress and is_main), desc=f"training {config.stage}")
+  step, batch = start_step, first_batch
+  try:
+    while step < config.num_steps:
+      state, metrics = compiled(state, sharding.global_batch(batch, mesh),
+                                jax.random.fold_in(base_rng, step))
+      step += 1
+      pending.append((step, metrics))
+      last = step == config.num_steps
+      if step % config.log_every == 0 or last or step % config.checkpoint_every == 0:
+        record = _flush(pending, mngr)  # Raises TrainingDiverged before any save.
+        if step % config.log_every == 0 or last:
+          writer.write(step, record)
+          records.append(record)
+          bar.set_postfix(loss=f"{record['loss']:.4g}")
+      if (config.eval_every and step % config.eval_every == 0) or last:
+        evaluation = {f"eval/{k}": v for k, v in task.evaluate(graphdef, state["params"], state["constants"]).items()}
+        writer.write(step, evaluation)
+        records.append({"step": step, **evaluation})
+      stop = mngr.reached_preemption(step)
+      if step % config.checkpoint_every == 0 or last or stop:
+        checkpoint.save(mngr, step, params=state["params"], opt_state=state["opt_state"],
+                        data=batches.get_state(), config=config, stats=task.stats(graphdef, state["params"], state["constants"]),
+                        force=True)
+      bar.update(1)
+      if stop:
+        print(f"preempted: saved step {step}; run the same command to resume",
+              file=sys.stderr)
+        break
+      if not last:
+        batch = next(batches)
+  finally:
+    bar.close()
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+  return records
+
+
+def _flush(pending: list, mngr) -> dict:
+  """Mean of the pending steps' metrics as floats; raises `TrainingDiverged`
+  if any step's loss is not finite."""
+  host = [(step, jax.device_get(metrics)) for step, metrics in pending]
+  pending.clear()
+  for step, metrics in host:
+    if not np.isfinite(metrics["loss"]):
+      kept = mngr.latest_step()
+      raise TrainingDiverged(
+          f"loss is {float(metrics['loss'])} at step {step}; stopped without saving. "
+          + (f"The last good checkpoint is step {kept}; " if kept is not None
+             else "No checkpoint was saved yet; ")
+          + "lower the learning rate or check the data before resuming.")
+  record = {name: float(np.mean([m[name] for _, m in host])) for name in host[-1][1]}
+  return {"step": host[-1][0], **record}
+
+
+def _describe(config, mesh, abstract_params, labels, compiled, start_step) -> None:
+  """One paragraph on the console: what is trained on what."""
+  sizes = jax.tree.map(lambda x: math.prod(x.shape), abstract_params)
+  total = sum(jax.tree.leaves(sizes))
+  trained = sum(n for n, label in zip(jax.tree.leaves(sizes), jax.tree.leaves(labels))
+                if label != FROZEN)
+  memory = compiled.memory_analysis()
+  peak = ""
+  if memory is not None:
+    used = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+            + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+    peak = f", step memory {used / 2**20:.0f} MiB per device"
+  where = "resuming at step" if start_step else "starting at step"
+  print(f"{config.stage}: {total / 1e6:.2f}M parameters ({trained / 1e6:.2f}M trained), "
+        f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} "
+        f"device(s){peak}; {where} {start_step} of {config.num_steps}", file=sys.stderr)

@@ -1,0 +1,119 @@
+"""Stage ``vae``: the spectral VAE, one frequency's 4-channel map at a time.
+
+Each batch of B examples gives B*K maps ``[H, W, 4]`` (every frequency of
+every example, frequency-normalized). Checkpoints carry, besides the data's
+normalization scales, the per-channel mean and standard deviation of the
+latents (posterior means over training examples): the LDM stages whiten
+latents with them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from spectral_jax.data import sources
+from spectral_jax.models.vae import SpectralVAE, vae_loss
+from spectral_jax.motion.normalize import denormalize
+from spectral_jax.train import data as train_data
+
+
+def build_vae(config, rngs: nnx.Rngs) -> SpectralVAE:
+  """The VAE a VAE run's config describes (its ``model`` block and dtype)."""
+  return SpectralVAE(**config.model.to_dict(), dtype=jnp.dtype(config.dtype), rngs=rngs)
+
+
+def frequency_maps(spectral: jax.Array) -> jax.Array:
+  """``[B, K, H, W, 4]`` → ``[B*K, H, W, 4]``: every frequency a map."""
+  return spectral.reshape((-1,) + spectral.shape[2:])
+
+
+def random_frequencies(spectral: jax.Array, count: int, rng: jax.Array) -> jax.Array:
+  """``[B, K, H, W, 4]`` → ``[B, count, H, W, 4]``: ``count`` distinct
+  random frequencies of each example."""
+  batch, num_freqs = spectral.shape[:2]
+  keys = jax.random.split(rng, batch)
+  chosen = jax.vmap(lambda key: jax.random.permutation(key, num_freqs)[:count])(keys)
+  return jnp.take_along_axis(spectral, chosen[:, :, None, None, None], axis=1)
+
+
+class VAETask:
+
+  def __init__(self, config, mesh):
+    self.config, self.mesh = config, mesh
+    self.normalization = sources.normalization(config.data)
+    self._transform = train_data.spectral_transform(self.normalization, ("spectral_volume",))
+    self._train = sources.open_source(config.data, "train")
+    self._test = sources.open_source(config.data, "test")
+
+  def make_model(self, rngs):
+    return build_vae(self.config, rngs)
+
+  def constants(self):
+    return {}
+
+  def loss(self, model, constants, batch, rng):
+    del constants
+    spectral = batch["spectral_volume"]
+    count = self.config.maps_per_example
+    if count and count < spectral.shape[1]:
+      rng, pick_rng = jax.random.split(rng)
+      spectral = random_frequencies(spectral, count, pick_rng)
+    return vae_loss(model, frequency_maps(spectral), rng, **self.config.loss.to_dict())
+
+  def train_batches(self, process_index, process_count):
+    return train_data.train_batches(self._train, self.config, self._transform,
+                                    process_index, process_count)
+
+  def evaluate(self, graphdef, params, constants):
+    """Reconstruction error (from the posterior mean) per frequency on the
+    test split: L1 in normalized units and in pixels."""
+    del constants
+    scales = jnp.asarray(self.normalization.scales)
+
+    @jax.jit
+    def errors(params, batch):
+      model = nnx.merge(graphdef, nnx.State(params))
+      target = batch["spectral_volume"]  # [B, K, H, W, 4]
+      mean, _ = model.encode(frequency_maps(target))
+      recon = model.decode(mean).reshape(target.shape)
+      l1 = jnp.abs(recon - target).mean(axis=(0, 2, 3, 4))
+      l1_px = jnp.abs(denormalize(recon, scales) - denormalize(target, scales)).mean(
+          axis=(0, 2, 3, 4))
+      return l1, l1_px
+
+    results = [jax.device_get(errors(params, batch)) for batch in train_data.eval_batches(
+        self._test, self.config, self._transform, self.mesh, self.config.eval.num_batches)]
+    if not results:
+      return {}
+    l1, l1_px = (np.mean(parts, axis=0) for parts in zip(*results))
+    result = {"l1": float(l1.mean()), "l1_px": float(l1_px.mean())}
+    result.update({f"l1_px/k{k:02d}": float(v) for k, v in enumerate(l1_px)})
+    return result
+
+  def stats(self, graphdef, params, constants):
+    del constants
+    return {"normalization": self.normalization.to_json(),
+            "latent": self.latent_stats(graphdef, params)}
+
+  def latent_stats(self, graphdef, params) -> dict:
+    """Per-channel mean and std ``[latent_channels]`` of the posterior means
+    of the first ``eval.whiten_batches`` training batches (fixed order)."""
+
+    @jax.jit
+    def moments(params, batch):
+      model = nnx.merge(graphdef, nnx.State(params))
+      mean, _ = model.encode(frequency_maps(batch["spectral_volume"]))
+      axes = tuple(range(mean.ndim - 1))
+      return mean.mean(axes), (mean ** 2).mean(axes)
+
+    sums = []
+    for batch in train_data.eval_batches(self._train, self.config, self._transform, self.mesh,
+                                         self.config.eval.whiten_batches):
+      sums.append(jax.device_get(moments(params, batch)))
+    first = np.mean([s[0] for s in sums], axis=0)
+    second = np.mean([s[1] for s in sums], axis=0)
+    std = np.sqrt(np.maximum(second - first ** 2, 1e-12))
+    return {"mean": first.tolist(), "std": std.tolist()}

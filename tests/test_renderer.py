@@ -1,0 +1,145 @@
+"""Renderer: pyramid shapes, splatting per scale with coverage, identity at
+initialisation, and batched video rendering equal to frame-by-frame."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from spectral_jax.models import renderer
+from spectral_jax.render import frames
+from spectral_jax.render.splat import motion_metric
+
+TINY = dict(channels=(16, 16, 32, 32), depths=(1, 2, 1, 1), style_dim=32)
+HEIGHT, WIDTH = 48, 64
+
+# Compiled once and shared by the tests (models are pytrees: the initial and
+# the perturbed one hit the same cache entry). Op-by-op runs are far slower.
+_call = jax.jit(lambda model, picture, flow, metric: model(picture, flow, metric))
+_encode = jax.jit(lambda model, picture: model.encode(picture))
+_splat = jax.jit(renderer.splat_pyramid)
+
+
+@pytest.fixture(scope="module")
+def model():
+  return renderer.Renderer(**TINY, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def trained_like(model):
+  """The tiny renderer with its zero-initialised RGB heads perturbed, so the
+  decoder's output is not zero."""
+  graphdef, state = nnx.split(model)
+  rng = np.random.default_rng(1)
+  state = jax.tree.map(lambda x: x + 0.05 * rng.normal(size=x.shape).astype(x.dtype), state)
+  return nnx.merge(graphdef, state)
+
+
+def _spec(*shape):
+  return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _picture():
+  rng = np.random.default_rng(0)
+  return rng.uniform(-1, 1, size=(1, HEIGHT, WIDTH, 3)).astype(np.float32)
+
+
+def test_encoder_pyramid_and_style_shapes(model):
+  pyramid, style = _encode(model, _picture())
+  assert [p.shape for p in pyramid] == [(1, 48, 64, 3 + 16), (1, 24, 32, 16), (1, 12, 16, 32),
+                                        (1, 6, 8, 32)]
+  assert style.shape == (1, 32)
+  np.testing.assert_array_equal(pyramid[0][..., :3], _picture())
+
+
+def test_paper_layout_is_resnet34_abstractly():
+  paper = nnx.eval_shape(lambda: renderer.Renderer(rngs=nnx.Rngs(0)))
+  assert [len(stage.layers) for stage in paper.encoder.stages] == [3, 4, 6, 3]
+  assert paper.encoder.stages[3].layers[0].conv1.out_features == 512
+  out = jax.eval_shape(lambda m, *args: m(*args), paper, _spec(1, 160, 256, 3),
+                       _spec(1, 160, 256, 2), _spec(1, 160, 256, 1))
+  assert out.shape == (1, 160, 256, 3)
+
+
+def test_odd_sizes_round_up_per_scale():
+  tiny = nnx.eval_shape(lambda: renderer.Renderer(**TINY, rngs=nnx.Rngs(0)))
+  pyramid, _ = jax.eval_shape(lambda m, x: m.encode(x), tiny, _spec(1, 45, 61, 3))
+  assert [p.shape[1:3] for p in pyramid] == [(45, 61), (23, 31), (12, 16), (6, 8)]
+  out = jax.eval_shape(lambda m, *args: m(*args), tiny, _spec(2, 45, 61, 3), _spec(2, 45, 61, 2),
+                       _spec(2, 45, 61, 1))
+  assert out.shape == (2, 45, 61, 3)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_output():
+  half = nnx.eval_shape(lambda: renderer.Renderer(**TINY, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+  param_dtypes = {x.dtype for x in jax.tree.leaves(nnx.state(half, nnx.Param))}
+  assert param_dtypes == {jnp.dtype(jnp.float32)}
+  pyramid, style = jax.eval_shape(lambda m, x: m.encode(x), half, _spec(1, 48, 64, 3))
+  assert pyramid[1].dtype == jnp.bfloat16
+  out = jax.eval_shape(lambda m, *args: m.render(*args), half, pyramid, style,
+                       _spec(3, 48, 64, 2), _spec(3, 48, 64, 1))
+  assert out.shape == (3, 48, 64, 3) and out.dtype == jnp.float32
+
+
+def test_zero_flow_renders_the_picture_at_initialisation(model):
+  # The decoder's RGB is a zero-initialised residual on the warped picture.
+  picture = _picture()
+  out = _call(model, picture, jnp.zeros((1, HEIGHT, WIDTH, 2)), jnp.zeros((1, HEIGHT, WIDTH, 1)))
+  np.testing.assert_allclose(out, picture, atol=1e-5)
+
+
+def test_flow_is_rescaled_per_scale_and_holes_are_marked(model):
+  picture = _picture()
+  pyramid, _ = _encode(model, picture)
+  shift = 4  # px at full resolution: 4, 2, 1 and 0.5 px at strides 1, 2, 4, 8.
+  flow = jnp.zeros((1, HEIGHT, WIDTH, 2)).at[..., 0].set(shift)
+  splatted = _splat(pyramid, flow, jnp.zeros((1, HEIGHT, WIDTH, 1)))
+  for s, (features, out) in enumerate(zip(pyramid, splatted)):
+    assert out.shape == features.shape[:3] + (features.shape[3] + 1,)
+    coverage = out[..., -1]
+    if s < 3:
+      step = shift >> s
+      np.testing.assert_allclose(out[:, :, step:, :-1], features[:, :, :-step], atol=1e-5)
+      np.testing.assert_allclose(coverage[:, :, :step], 0.0, atol=1e-6)
+      np.testing.assert_allclose(out[:, :, :step, :-1], 0.0, atol=1e-6)
+      np.testing.assert_allclose(coverage[:, :, step:], 1.0, atol=1e-5)
+    else:
+      np.testing.assert_allclose(coverage[:, :, 0], 0.5, atol=1e-5)
+  out = _call(model, picture, flow, jnp.zeros((1, HEIGHT, WIDTH, 1)))
+  np.testing.assert_allclose(out[:, :, shift:], picture[:, :, :-shift], atol=1e-5)
+
+
+def test_decoder_reads_the_coverage_channel(trained_like):
+  picture = _picture()
+  pyramid, style = _encode(trained_like, picture)
+  flow = jnp.zeros((1, HEIGHT, WIDTH, 2)).at[..., 0].set(3.0)
+  splatted = _splat(pyramid, flow, jnp.zeros((1, HEIGHT, WIDTH, 1)))
+  block = trained_like.decoder.blocks[0]
+  assert block.conv1.conv.in_features == 3 + 16 + 1 + 16  # RGB, features, coverage, from below.
+  without = [s.at[..., -1].set(1.0) for s in splatted]
+  decode = jax.jit(lambda decoder, splatted, style: decoder(splatted, style))
+  changed = jnp.abs(decode(trained_like.decoder, splatted, style)
+                    - decode(trained_like.decoder, without, style))
+  assert changed.max() > 1e-3
+
+
+def test_render_frames_pads_the_last_batch_and_matches_frame_by_frame(trained_like):
+  num_frames = 11
+  picture = ((_picture()[0] + 1) * 127.5).round().astype(np.uint8)
+  t = np.arange(num_frames)[:, None, None]
+  y, x = np.mgrid[:HEIGHT, :WIDTH]
+  motion = np.stack([3 * np.sin(2 * np.pi * t / num_frames + x / 9),
+                     2 * np.sin(2 * np.pi * t / num_frames + y / 7)], -1).astype(np.float32)
+  motion -= motion[:1]
+  video = frames.render_frames(trained_like, picture, motion, batch_size=4, metric_scale=2.0,
+                               progress=False)
+  assert video.shape == (num_frames, HEIGHT, WIDTH, 3) and video.dtype == np.uint8
+
+  metric = motion_metric(motion, 2.0)[None]
+  image = jnp.asarray(picture, jnp.float32)[None] / 127.5 - 1
+  expected = np.concatenate([frames.to_uint8(_call(trained_like, image, motion[i:i + 1], metric))
+                             for i in range(num_frames)])
+  assert np.abs(video.astype(int) - expected).max() <= 1
+  assert np.mean(video != expected) < 1e-3
+  assert np.abs(video.astype(int) - picture).max() > 10  # Frames move.
