@@ -1,1 +1,1 @@
-"""Networks: motion VAE, diffusion U-Net, renderer and VGG16 features."""
+"""Networks: spectral VAE, denoising U-Net with frequency attention, renderer, VGG16."""

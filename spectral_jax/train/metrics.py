@@ -45,7 +45,8 @@ class MetricWriter:
     self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
     self._jsonl.flush()
     for name, value in values.items():
-      self._tensorboard.add_scalar(name, value, int(step))
+      if value is not None:
+        self._tensorboard.add_scalar(name, value, int(step))
     self._tensorboard.flush()
 
   def close(self) -> None:

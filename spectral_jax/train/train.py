@@ -72,7 +72,10 @@ def make_train_step(graphdef, task, tx: optax.GradientTransformation, labels,
                           labels, state["params"], new_params)
     trained = jax.tree.map(lambda label, g: g if label != FROZEN else jnp.zeros(()),
                            labels, grads)
-    metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(trained),
+    # The new parameters' norm catches a bad update before it is saved: the
+    # loss only shows it one step later.
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(trained),
+               "param_norm": optax.tree.norm(params),
                "learning_rate": learning_rate(state["step"])}
     return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
@@ -172,7 +175,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
           writer.write(step, record)
           records.append(record)
           bar.set_postfix(loss=f"{record['loss']:.4g}")
-      if (config.eval_every and step % config.eval_every == 0) or last:
+      if config.eval_every and (step % config.eval_every == 0 or last):
         evaluation = {f"eval/{k}": v for k, v in task.evaluate(graphdef, state["params"], state["constants"]).items()}
         writer.write(step, evaluation)
         records.append({"step": step, **evaluation})
@@ -198,14 +201,15 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
 
 def _flush(pending: list, mngr) -> dict:
   """Mean of the pending steps' metrics as floats; raises `TrainingDiverged`
-  if any step's loss is not finite."""
+  if any step's loss or new parameters are not finite."""
   host = [(step, jax.device_get(metrics)) for step, metrics in pending]
   pending.clear()
   for step, metrics in host:
-    if not np.isfinite(metrics["loss"]):
+    if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["param_norm"])):
       kept = mngr.latest_step()
       raise TrainingDiverged(
-          f"loss is {float(metrics['loss'])} at step {step}; stopped without saving. "
+          f"at step {step} the loss is {float(metrics['loss'])} and the parameters' norm "
+          f"{float(metrics['param_norm'])}; stopped without saving them. "
           + (f"The last good checkpoint is step {kept}; " if kept is not None
              else "No checkpoint was saved yet; ")
           + "lower the learning rate or check the data before resuming.")

@@ -1,0 +1,139 @@
+"""Building blocks shared by the motion VAE and the diffusion U-Net.
+
+Channels-last throughout: feature maps are ``[N, h, w, C]``. Every module takes
+``dtype`` (computation) and keeps ``param_dtype=float32``; ``rngs`` is used at
+construction only, so calls are deterministic functions of their inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def group_norm(channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.GroupNorm:
+  """GroupNorm with 32 groups, or the largest power of two dividing
+  ``channels`` below that, so tiny configs (e.g. 16 channels) still build."""
+  return nnx.GroupNorm(channels, num_groups=math.gcd(32, channels), epsilon=1e-6,
+                       dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+def conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, *,
+         zero_init: bool = False, dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Conv:
+  """Square convolution with symmetric padding ``kernel_size // 2``."""
+  pad = kernel_size // 2
+  extra = dict(kernel_init=nnx.initializers.zeros) if zero_init else {}
+  return nnx.Conv(in_channels, out_channels, (kernel_size, kernel_size), (stride, stride),
+                  padding=((pad, pad), (pad, pad)), dtype=dtype, param_dtype=jnp.float32,
+                  rngs=rngs, **extra)
+
+
+def linear(in_features: int, out_features: int, *, zero_init: bool = False,
+           dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Linear:
+  extra = dict(kernel_init=nnx.initializers.zeros) if zero_init else {}
+  return nnx.Linear(in_features, out_features, dtype=dtype, param_dtype=jnp.float32,
+                    rngs=rngs, **extra)
+
+
+def timestep_embedding(t, dim: int, max_period: float = 10000.0):
+  """Sinusoidal embedding ``[B, dim]`` float32 of (possibly fractional) steps
+  ``t [B]``: ``dim // 2`` cosines then sines, periods geometric from 2*pi to
+  ``max_period``; an odd ``dim`` gets a trailing zero."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = jnp.asarray(t, jnp.float32)[:, None] * freqs
+  emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  return jnp.pad(emb, ((0, 0), (0, dim % 2)))
+
+
+class ResBlock(nnx.Module):
+  """Pre-activation residual block: (GroupNorm, SiLU, 3x3 conv) twice, with an
+  optional embedding added between the two convolutions.
+
+  ``zero_init`` zeroes the second convolution so the block starts as the
+  identity (or as its 1x1 shortcut), as diffusion U-Nets do for stable
+  training of deep stacks.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, emb_channels: int | None = None, *,
+               zero_init: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.norm1 = group_norm(in_channels, dtype=dtype, rngs=rngs)
+    self.conv1 = conv(in_channels, out_channels, dtype=dtype, rngs=rngs)
+    self.emb_proj = (linear(emb_channels, out_channels, dtype=dtype, rngs=rngs)
+                     if emb_channels else None)
+    self.norm2 = group_norm(out_channels, dtype=dtype, rngs=rngs)
+    self.conv2 = conv(out_channels, out_channels, zero_init=zero_init, dtype=dtype, rngs=rngs)
+    self.shortcut = (conv(in_channels, out_channels, 1, dtype=dtype, rngs=rngs)
+                     if in_channels != out_channels else None)
+
+  def __call__(self, x, emb=None):
+    """``x [N, h, w, C_in]``, ``emb [N, E]`` (iff built with ``emb_channels``)
+    → ``[N, h, w, C_out]``."""
+    h = self.conv1(nnx.silu(self.norm1(x)))
+    if self.emb_proj is not None:
+      h = h + self.emb_proj(nnx.silu(emb))[:, None, None, :]
+    h = self.conv2(nnx.silu(self.norm2(h)))
+    skip = x if self.shortcut is None else self.shortcut(x)
+    return skip + h
+
+
+class Downsample(nnx.Module):
+  """Stride-2 3x3 convolution: ``[N, h, w, C]`` → ``[N, ceil(h/2), ceil(w/2), C]``."""
+
+  def __init__(self, channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.conv = conv(channels, channels, 3, 2, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    return self.conv(x)
+
+
+class Upsample(nnx.Module):
+  """Nearest 2x then 3x3 convolution: ``[N, h, w, C]`` → ``[N, 2h, 2w, C]``
+  (no transposed convolution, so no checkerboard artefacts)."""
+
+  def __init__(self, channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.conv = conv(channels, channels, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return self.conv(x)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention over tokens ``[N, L, C]`` → ``[N, L, C]``
+  (no norm, no residual: callers add those around it).
+
+  ``zero_init`` zeroes the output projection (kernel and bias) so the result
+  is exactly 0 at initialisation.
+  """
+
+  def __init__(self, channels: int, num_heads: int, *, zero_init: bool = False,
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    if channels % num_heads:
+      raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
+    self.num_heads = num_heads
+    self.qkv = linear(channels, 3 * channels, dtype=dtype, rngs=rngs)
+    self.out = linear(channels, channels, zero_init=zero_init, dtype=dtype, rngs=rngs)
+
+  def __call__(self, tokens):
+    n, length, channels = tokens.shape
+    qkv = self.qkv(tokens).reshape(n, length, 3, self.num_heads, channels // self.num_heads)
+    attended = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    return self.out(attended.reshape(n, length, channels))
+
+
+class SpatialAttention(nnx.Module):
+  """Pre-norm self-attention over the ``h * w`` positions of each map, with
+  a residual: ``[N, h, w, C]`` → ``[N, h, w, C]``."""
+
+  def __init__(self, channels: int, num_heads: int = 1, *, zero_init: bool = False,
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    self.norm = group_norm(channels, dtype=dtype, rngs=rngs)
+    self.attn = SelfAttention(channels, num_heads, zero_init=zero_init, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    n, h, w, c = x.shape
+    return x + self.attn(self.norm(x).reshape(n, h * w, c)).reshape(n, h, w, c)

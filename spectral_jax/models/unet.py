@@ -1,0 +1,245 @@
+"""Latent-diffusion U-Net that predicts the noise of motion latents.
+
+The network sees ``F`` frequencies of each example at once, ``z_t [B, F, h, w,
+latent]``, conditioned on the picture through an image encoder whose features
+are concatenated on channels. Spatial layers process the ``B * F`` maps
+independently; stage 1 trains them with ``F = 1`` and a frequency-index
+embedding. Stage 2 (``freq_attention=True``) adds attention across the ``F``
+axis, in modules under attributes named ``freq_attn`` (and nothing else has
+that name, so training can freeze everything else by path). Their output
+projections start at zero, so stage 2 at initialisation computes exactly what
+stage 1 does: `with_stage1_params` copies a stage-1 parameter state into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+from flax import nnx
+
+from spectral_jax.models import layers
+
+FREQ_ATTN = "freq_attn"
+
+
+def is_freq_attn_path(path: Sequence) -> bool:
+  """Whether a parameter path (tuple of keys) belongs to frequency attention."""
+  return any(FREQ_ATTN in str(key) for key in path)
+
+
+class ImageEncoder(nnx.Module):
+  """Small ResNet from the picture to latent resolution.
+
+  ``image [B, H, W, 3]`` in [-1, 1] → ``[B, H / 2^n, W / 2^n, out_channels]``
+  with ``n = num_downsamples`` (set it to the VAE's number of downsamplings).
+  Level ``i`` has ``base_channels * 2^i`` channels.
+  """
+
+  def __init__(self, out_channels: int = 16, base_channels: int = 64, num_downsamples: int = 2,
+               num_res_blocks: int = 1, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.conv_in = layers.conv(3, base_channels, dtype=dtype, rngs=rngs)
+    blocks = []
+    channels = base_channels
+    for level in range(num_downsamples + 1):
+      for _ in range(num_res_blocks):
+        blocks.append(layers.ResBlock(channels, base_channels * 2 ** level, dtype=dtype, rngs=rngs))
+        channels = base_channels * 2 ** level
+      if level < num_downsamples:
+        blocks.append(layers.Downsample(channels, dtype=dtype, rngs=rngs))
+    self.blocks = nnx.List(blocks)
+    self.norm_out = layers.group_norm(channels, dtype=dtype, rngs=rngs)
+    self.conv_out = layers.conv(channels, out_channels, dtype=dtype, rngs=rngs)
+
+  def __call__(self, image):
+    h = self.conv_in(image)
+    for block in self.blocks:
+      h = block(h)
+    return self.conv_out(nnx.silu(self.norm_out(h)))
+
+
+class FrequencyAttention(nnx.Module):
+  """Self-attention across frequencies at each spatial position, residual.
+
+  Tokens are the ``F`` frequencies of one example at one ``(y, x)``; they are
+  LayerNorm-ed, get a learned embedding of their frequency index (so any
+  subset or order of bins is handled), and attend to each other. The output
+  projection is zero-initialised: at init the layer is exactly the identity.
+  """
+
+  def __init__(self, channels: int, num_heads: int, num_freqs: int, *, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.norm = nnx.LayerNorm(channels, epsilon=1e-6, dtype=dtype, param_dtype=jnp.float32,
+                              rngs=rngs)
+    self.pos_embed = nnx.Embed(num_freqs, channels, dtype=dtype, param_dtype=jnp.float32,
+                               rngs=rngs)
+    self.attn = layers.SelfAttention(channels, num_heads, zero_init=True, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x, freq_index):
+    """``x [B * F, h, w, C]``, ``freq_index [B, F]`` int → ``[B * F, h, w, C]``."""
+    b, f = freq_index.shape
+    _, h, w, c = x.shape
+    tokens = x.reshape(b, f, h * w, c).transpose(0, 2, 1, 3)  # [B, h*w, F, C]
+    tokens = self.norm(tokens) + self.pos_embed(freq_index)[:, None]
+    out = self.attn(tokens.reshape(b * h * w, f, c)).reshape(b, h * w, f, c)
+    return x + out.transpose(0, 2, 1, 3).reshape(b * f, h, w, c)
+
+
+class _Unit(nnx.Module):
+  """Residual block, then optional spatial attention, then (stage 2)
+  frequency attention: ``[B * F, h, w, C_in]`` → ``[B * F, h, w, C_out]``."""
+
+  def __init__(self, in_channels, out_channels, emb_channels, *, attention, num_heads,
+               freq_attention, num_freqs, dtype, rngs):
+    self.res = layers.ResBlock(in_channels, out_channels, emb_channels, zero_init=True,
+                               dtype=dtype, rngs=rngs)
+    self.attn = (layers.SpatialAttention(out_channels, num_heads, zero_init=True, dtype=dtype,
+                                         rngs=rngs) if attention else None)
+    self.freq_attn = (FrequencyAttention(out_channels, num_heads, num_freqs, dtype=dtype,
+                                         rngs=rngs) if freq_attention else None)
+
+  def __call__(self, x, emb, freq_index):
+    x = self.res(x, emb)
+    if self.attn is not None:
+      x = self.attn(x)
+    if self.freq_attn is not None:
+      x = self.freq_attn(x, freq_index)
+    return x
+
+
+class MotionUNet(nnx.Module):
+  """ε-prediction U-Net over motion latents (LDM layout, no cross-attention).
+
+  Level ``i`` (resolution after ``i`` downsamplings) has
+  ``base_channels * channel_mults[i]`` channels and ``num_res_blocks`` units on
+  the way down, ``num_res_blocks + 1`` on the way up (each taking a skip);
+  units at levels in ``attention_levels`` add spatial self-attention. The
+  middle has two units, the first with spatial attention. A unit is
+  ResBlock → [spatial attention] → [frequency attention], so with
+  ``freq_attention=True`` there is one `FrequencyAttention` after every unit
+  in the down, middle and up paths (not after the input convolution or the
+  down/upsamplers). Residual blocks and spatial attention are zero-initialised
+  residual branches; the output convolution is not, so an untrained network
+  is still a non-trivial function of its inputs (and of the condition).
+
+  The timestep embedding (sinusoidal → MLP, ``4 * base_channels`` wide) plus a
+  learned embedding of the frequency index feeds every residual block. The
+  image features are computed once per example, zeroed where ``cond_mask`` is
+  False (the dropped condition of classifier-free guidance), broadcast over
+  ``F`` and concatenated to ``z_t``.
+  """
+
+  def __init__(self, latent_channels: int = 4, cond_channels: int = 16, base_channels: int = 128,
+               channel_mults: Sequence[int] = (1, 4, 8), num_res_blocks: int = 2,
+               attention_levels: Sequence[int] = (1, 2), num_heads: int = 8, num_freqs: int = 16,
+               freq_attention: bool = False, image_encoder_channels: int = 64,
+               image_downsamples: int = 2, image_encoder_res_blocks: int = 1, *,
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    self.dtype = dtype
+    self.base_channels = base_channels
+    self.downsample_factor = 2 ** (len(channel_mults) - 1)
+    emb_channels = 4 * base_channels
+    unit = dict(num_heads=num_heads, freq_attention=freq_attention, num_freqs=num_freqs,
+                dtype=dtype, rngs=rngs)
+
+    self.image_encoder = ImageEncoder(cond_channels, image_encoder_channels, image_downsamples,
+                                      image_encoder_res_blocks, dtype=dtype, rngs=rngs)
+    self.time_fc1 = layers.linear(base_channels, emb_channels, dtype=dtype, rngs=rngs)
+    self.time_fc2 = layers.linear(emb_channels, emb_channels, dtype=dtype, rngs=rngs)
+    self.freq_embed = nnx.Embed(num_freqs, emb_channels, dtype=dtype, param_dtype=jnp.float32,
+                                rngs=rngs)
+    self.conv_in = layers.conv(latent_channels + cond_channels, base_channels, dtype=dtype,
+                               rngs=rngs)
+
+    down, skip_channels = [], [base_channels]
+    channels = base_channels
+    for level, mult in enumerate(channel_mults):
+      for _ in range(num_res_blocks):
+        down.append(_Unit(channels, base_channels * mult, emb_channels,
+                          attention=level in attention_levels, **unit))
+        channels = base_channels * mult
+        skip_channels.append(channels)
+      if level < len(channel_mults) - 1:
+        down.append(layers.Downsample(channels, dtype=dtype, rngs=rngs))
+        skip_channels.append(channels)
+    self.down = nnx.List(down)
+    self.mid = nnx.List([_Unit(channels, channels, emb_channels, attention=True, **unit),
+                         _Unit(channels, channels, emb_channels, attention=False, **unit)])
+    up = []
+    for level in reversed(range(len(channel_mults))):
+      for _ in range(num_res_blocks + 1):
+        up.append(_Unit(channels + skip_channels.pop(), base_channels * channel_mults[level],
+                        emb_channels, attention=level in attention_levels, **unit))
+        channels = base_channels * channel_mults[level]
+      if level > 0:
+        up.append(layers.Upsample(channels, dtype=dtype, rngs=rngs))
+    self.up = nnx.List(up)
+    self.norm_out = layers.group_norm(channels, dtype=dtype, rngs=rngs)
+    self.conv_out = layers.conv(channels, latent_channels, dtype=dtype, rngs=rngs)
+
+  def __call__(self, z_t, t, image, freq_index, cond_mask):
+    """Predicted noise ``[B, F, h, w, latent]`` float32.
+
+    Args:
+      z_t: ``[B, F, h, w, latent]`` noisy latents of F frequencies; ``h`` and
+        ``w`` divisible by ``2^(len(channel_mults) - 1)``.
+      t: ``[B]`` diffusion step (int or float).
+      image: ``[B, H, W, 3]`` picture in [-1, 1], ``H = h * 2^image_downsamples``.
+      freq_index: ``[B, F]`` int32 frequency bin of each latent.
+      cond_mask: ``[B]`` bool, False where the image condition is dropped.
+    """
+    b, f, h, w, _ = z_t.shape
+    if h % self.downsample_factor or w % self.downsample_factor:
+      raise ValueError(f"latent {h}x{w} is not divisible by the U-Net's downsampling "
+                       f"factor {self.downsample_factor}")
+    cond = self.image_encoder(image.astype(self.dtype))
+    if cond.shape[1:3] != (h, w):
+      raise ValueError(f"image features {cond.shape[1:3]} do not match latents {(h, w)}")
+    cond = jnp.where(cond_mask[:, None, None, None], cond, 0)
+    cond = jnp.broadcast_to(cond[:, None], (b, f) + cond.shape[1:])
+    x = jnp.concatenate([z_t.astype(self.dtype), cond.astype(self.dtype)], axis=-1)
+    x = self.conv_in(x.reshape((b * f, h, w, x.shape[-1])))
+
+    emb = self.time_fc2(nnx.silu(self.time_fc1(layers.timestep_embedding(t, self.base_channels))))
+    emb = (emb[:, None] + self.freq_embed(freq_index)).reshape(b * f, -1)
+
+    skips = [x]
+    for block in self.down:
+      x = block(x) if isinstance(block, layers.Downsample) else block(x, emb, freq_index)
+      skips.append(x)
+    for block in self.mid:
+      x = block(x, emb, freq_index)
+    for block in self.up:
+      if isinstance(block, layers.Upsample):
+        x = block(x)
+      else:
+        x = block(jnp.concatenate([x, skips.pop()], axis=-1), emb, freq_index)
+    eps = self.conv_out(nnx.silu(self.norm_out(x)))
+    return eps.astype(jnp.float32).reshape(b, f, h, w, -1)
+
+
+def with_stage1_params(stage2_params: nnx.State, stage1_params: nnx.State) -> nnx.State:
+  """Stage-2 parameters with every stage-1 parameter copied in.
+
+  Args:
+    stage2_params: ``nnx.state(model, nnx.Param)`` (or the params of
+      ``nnx.split``) of a ``freq_attention=True`` `MotionUNet`.
+    stage1_params: the same of the stage-1 model with identical other
+      hyper-parameters.
+  Returns:
+    A new state: stage-1 values everywhere, stage-2 ``freq_attn`` entries kept.
+  Raises:
+    ValueError: if the trees differ other than by ``freq_attn`` entries, or
+      a shared parameter's shape differs.
+  """
+  flat2 = dict(nnx.to_flat_state(stage2_params))
+  flat1 = dict(nnx.to_flat_state(stage1_params))
+  shared = {path for path in flat2 if not is_freq_attn_path(path)}
+  if shared != set(flat1):
+    raise ValueError(f"parameter trees differ beyond {FREQ_ATTN!r}: only in stage 1: "
+                     f"{sorted(set(flat1) - shared, key=str)[:5]}, only in stage 2: "
+                     f"{sorted(shared - set(flat1), key=str)[:5]}")
+  mismatched = [path for path in flat1 if flat1[path].shape != flat2[path].shape]
+  if mismatched:
+    raise ValueError(f"parameter shapes differ at {mismatched[:5]}")
+  return nnx.from_flat_state({**flat2, **flat1})

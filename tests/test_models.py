@@ -1,0 +1,213 @@
+"""Motion VAE and diffusion U-Net: shapes, conditioning, stage 1 → 2, training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from spectral_jax.models import layers, unet, vae
+
+UNET = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
+            num_heads=2, num_freqs=4, image_encoder_channels=8)
+B, K, LATENT_HW, IMAGE_HW = 2, 4, (8, 12), (32, 48)
+
+
+def _pure(model, fn=lambda model, *args: model(*args)):
+  """``(jitted f(params, *args), params)``: the model as training uses it."""
+  graphdef, params = nnx.split(model, nnx.Param)
+  return jax.jit(lambda p, *args: fn(nnx.merge(graphdef, p), *args)), params
+
+
+def _shape(model, *args, fn=lambda model, *args: model(*args)):
+  """Output shapes and dtypes, traced without compiling or running."""
+  apply, params = _pure(model, fn)
+  return jax.eval_shape(apply, params, *args)
+
+
+@pytest.fixture(scope="module")
+def stage1():
+  """Tiny stage-1 U-Net as ``(apply, params)``, compiled once for the module."""
+  return _pure(unet.MotionUNet(**UNET, rngs=nnx.Rngs(0)))
+
+
+def _unet_inputs(num_freqs, seed=0):
+  keys = jax.random.split(jax.random.key(seed), 3)
+  z_t = jax.random.normal(keys[0], (B, num_freqs) + LATENT_HW + (4,))
+  t = jnp.array([3, 700])
+  image = jax.random.uniform(keys[1], (B,) + IMAGE_HW + (3,), minval=-1, maxval=1)
+  freq_index = jnp.tile(jnp.arange(num_freqs, dtype=jnp.int32), (B, 1))
+  if num_freqs == 1:
+    freq_index = jnp.array([[2], [0]], jnp.int32)
+  return z_t, t, image, freq_index, jnp.array([True, True])
+
+
+def _perturbed(params, seed, scale=0.1):
+  """Params plus noise, so that zero-initialised branches do something (in
+  NumPy: jitting ~100 random draws would take longer than the test)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda x: np.asarray(x) + scale * rng.standard_normal(x.shape, np.float32),
+                      params)
+
+
+def _abstract(cls, **kwargs):
+  """A module with shapes but no values: building it runs no initialiser."""
+  return nnx.eval_shape(lambda: cls(**kwargs, rngs=nnx.Rngs(0)))
+
+
+def _paths(params):
+  return {path for path, _ in nnx.to_flat_state(params)}
+
+
+def test_timestep_embedding_is_cos_then_sin():
+  emb = layers.timestep_embedding(jnp.array([0.0, 5.0]), 7)
+  assert emb.shape == (2, 7)
+  np.testing.assert_array_equal(emb[0], [1, 1, 1, 0, 0, 0, 0])
+  np.testing.assert_allclose(emb[1, [0, 3]], [np.cos(5.0), np.sin(5.0)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("channels,groups", [(16, 16), (48, 16), (128, 32)])
+def test_group_norm_groups_divide_channels(channels, groups):
+  assert layers.group_norm(channels, rngs=nnx.Rngs(0)).num_groups == groups
+
+
+def test_vae_shapes_and_4x_downsampling():
+  model = _abstract(vae.SpectralVAE, base_channels=16, channel_mults=(1, 2, 4),
+                    num_res_blocks=1)
+  x = jnp.zeros((2, 32, 48, 4))
+  mean, logvar = _shape(model, x, fn=lambda model, x: model.encode(x))
+  assert mean.shape == logvar.shape == (2, 8, 12, 4)
+  decoded = _shape(model, jnp.zeros(mean.shape), fn=lambda model, z: model.decode(z))
+  assert decoded.shape == (2, 32, 48, 4)
+  recon, *moments = _shape(model, x, jax.random.key(1))
+  assert recon.shape == x.shape and recon.dtype == jnp.float32
+  assert moments == [mean, logvar]
+  with pytest.raises(ValueError, match="divisible"):
+    _shape(model, x[:, :30], fn=lambda model, x: model.encode(x))
+
+
+def test_vae_loss_and_gradient_are_finite():
+  model = vae.SpectralVAE(base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
+                          rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+
+  @jax.jit
+  def loss_and_grad(params, x, rng):
+    return jax.value_and_grad(lambda p: vae.vae_loss(nnx.merge(graphdef, p), x, rng),
+                              has_aux=True)(params)
+
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 4))
+  (loss, metrics), grads = loss_and_grad(params, x, jax.random.key(1))
+  assert set(metrics) >= {"l1", "gradient", "kl", "loss"}
+  assert all(m.shape == () and np.isfinite(m) for m in metrics.values())
+  weighted = metrics["l1"] + 0.2 * metrics["gradient"] + 1e-6 * metrics["kl"]
+  np.testing.assert_allclose(loss, weighted, rtol=1e-6)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
+def test_gradient_loss_sees_only_gradients():
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4))
+  assert vae.gradient_loss(x + 3.0, x) < 1e-6
+  assert vae.gradient_loss(x * 2.0, x) > 0.1
+
+
+def test_vae_learns_to_reconstruct_smooth_maps():
+  # Smooth 4-channel maps: low-pass noise, like normalized spectral maps.
+  coarse = jax.random.normal(jax.random.key(0), (64, 4, 4, 4))
+  data = jax.image.resize(coarse, (64, 16, 16, 4), "bicubic")
+  model = vae.SpectralVAE(base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
+                          rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  tx = optax.adam(3e-3)
+
+  @jax.jit
+  def step(params, opt_state, key):
+    batch_key, sample_key = jax.random.split(key)
+    batch = data[jax.random.choice(batch_key, len(data), (8,), replace=False)]
+    grads, _ = jax.grad(lambda p: vae.vae_loss(nnx.merge(graphdef, p), batch, sample_key),
+                        has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  @jax.jit
+  def l1_error(params):
+    model = nnx.merge(graphdef, params)
+    return jnp.abs(model.decode(model.encode(data)[0]) - data).mean()
+
+  before = l1_error(params)
+  opt_state = tx.init(params)
+  for key in jax.random.split(jax.random.key(1), 150):
+    params, opt_state = step(params, opt_state, key)
+  after = l1_error(params)
+  assert after < 0.4 * before, (before, after)
+
+
+def test_image_encoder_reaches_latent_resolution():
+  encoder = _abstract(unet.ImageEncoder, out_channels=16, base_channels=8, num_downsamples=2)
+  assert _shape(encoder, jnp.zeros((2,) + IMAGE_HW + (3,))).shape == (2,) + LATENT_HW + (16,)
+
+
+@pytest.mark.parametrize("freq_attention", [False, True])
+@pytest.mark.parametrize("num_freqs", [1, K])
+def test_unet_output_shape(freq_attention, num_freqs):
+  model = _abstract(unet.MotionUNet, **UNET, freq_attention=freq_attention)
+  eps = _shape(model, *_unet_inputs(num_freqs))
+  assert eps.shape == (B, num_freqs) + LATENT_HW + (4,) and eps.dtype == jnp.float32
+
+
+def test_unet_computes_in_bfloat16_with_float32_params():
+  model = unet.MotionUNet(**UNET, freq_attention=True, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  apply, params = _pure(model)
+  assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+  eps = apply(params, *_unet_inputs(1))
+  assert eps.dtype == jnp.float32 and np.isfinite(eps).all()
+
+
+def test_dropped_condition_ignores_the_image(stage1):
+  apply, params = stage1
+  z_t, t, image, freq_index, _ = _unet_inputs(K)
+  other_image = -image
+  dropped = jnp.array([False, False])
+  np.testing.assert_array_equal(apply(params, z_t, t, image, freq_index, dropped),
+                                apply(params, z_t, t, other_image, freq_index, dropped))
+  kept = jnp.array([True, False])
+  with_image = apply(params, z_t, t, image, freq_index, kept)
+  assert np.isfinite(with_image).all()
+  other = apply(params, z_t, t, other_image, freq_index, kept)
+  assert np.abs(with_image[0] - other[0]).max() > 1e-4
+  # The mask acts per example: the dropped one is unchanged.
+  np.testing.assert_allclose(with_image[1], apply(params, z_t, t, image, freq_index, dropped)[1],
+                             atol=1e-6)
+
+
+def test_stage2_tree_is_stage1_plus_freq_attn():
+  stage1 = nnx.state(_abstract(unet.MotionUNet, **UNET), nnx.Param)
+  stage2 = nnx.state(_abstract(unet.MotionUNet, **UNET, freq_attention=True), nnx.Param)
+  paths1, paths2 = _paths(stage1), _paths(stage2)
+  assert not any(unet.is_freq_attn_path(p) for p in paths1)
+  extra = paths2 - paths1
+  assert paths1 <= paths2 and extra and all(unet.is_freq_attn_path(p) for p in extra)
+  # One frequency attention per unit: 2 down + 2 middle + 4 up.
+  assert len({p[:p.index("freq_attn")] for p in extra}) == 8
+  other = nnx.state(_abstract(unet.MotionUNet, **{**UNET, "num_res_blocks": 2}), nnx.Param)
+  with pytest.raises(ValueError, match="differ"):
+    unet.with_stage1_params(stage2, other)
+
+
+def test_stage2_with_stage1_params_reproduces_stage1_exactly(stage1):
+  apply1, params1 = stage1
+  params1 = _perturbed(params1, seed=2)
+  apply2, params2 = _pure(unet.MotionUNet(**UNET, freq_attention=True, rngs=nnx.Rngs(1)))
+  params2 = unet.with_stage1_params(params2, params1)
+  inputs = _unet_inputs(K)
+  eps1 = apply1(params1, *inputs)
+  np.testing.assert_allclose(apply2(params2, *inputs), eps1, rtol=0, atol=1e-6)
+
+  # Frequencies are independent in stage 1 and interact once stage 2 trains.
+  z_t, *rest = inputs
+  z_other = z_t.at[:, 0].add(1.0)
+  np.testing.assert_allclose(apply1(params1, z_other, *rest)[:, 1:], eps1[:, 1:], atol=1e-6)
+  params2 = _perturbed(params2, seed=3)
+  change = apply2(params2, z_other, *rest)[:, 1:] - apply2(params2, z_t, *rest)[:, 1:]
+  assert np.abs(change).max() > 1e-4

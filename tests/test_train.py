@@ -1,0 +1,133 @@
+"""The training loop: every stage end to end, 8 devices = 1 device, resume,
+frozen stage-1 parameters, divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+sys.path.insert(0, str(Path(__file__).parent))
+import train_configs  # noqa: E402
+
+from spectral_jax.train import checkpoint, metrics, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_device_runs(tmp_path_factory):
+  """One step of each stage on one device: {stage: (loss, flat params)}."""
+  out = tmp_path_factory.mktemp("one_device")
+  return out, train_configs.train_every_stage(out)
+
+
+def test_every_stage_writes_metrics_and_checkpoints(one_device_runs):
+  out, results = one_device_runs
+  for stage in ("vae", "ldm_pretrain", "ldm_freq_attn"):
+    records = metrics.read_metrics(out / stage)
+    assert records[0]["step"] == 1 and np.isfinite(records[0]["loss"])
+    assert any(key.startswith("eval/") for r in records for key in r)
+    assert list((out / stage / "tensorboard").iterdir())
+    config, stats, step = checkpoint.read_config(out / stage)
+    assert step == 1 and config.stage == stage
+    assert len(stats["normalization"]["scales"]) == 4
+  _, vae_stats, _ = checkpoint.read_config(out / "vae")
+  assert len(vae_stats["latent"]["mean"]) == 4 and min(vae_stats["latent"]["std"]) > 0
+
+
+def test_eight_devices_equal_one(one_device_runs, tmp_path):
+  """The same step on a 4x2 (data x fsdp) mesh of 8 fake CPU devices, with
+  parameters split over fsdp, gives the 1-device losses and parameters."""
+  _, one = one_device_runs
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      " --xla_force_host_platform_device_count=8").strip()
+  done = subprocess.run([sys.executable, str(Path(__file__).parent / "train_configs.py"),
+                         str(tmp_path)], env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "devices=8" in done.stdout
+  eight = np.load(tmp_path / "results.npz")
+  for stage, (loss, params) in one.items():
+    np.testing.assert_allclose(eight[f"{stage}:loss"], loss, rtol=1e-4)
+    for name, value in params.items():
+      np.testing.assert_allclose(eight[f"{stage}:{name}"], value, rtol=1e-4, atol=1e-6,
+                                 err_msg=f"{stage}:{name}")
+
+
+def test_stage2_freezes_stage1_bitwise(one_device_runs):
+  _, results = one_device_runs
+  stage1, stage2 = results["ldm_pretrain"][1], results["ldm_freq_attn"][1]
+  new = {name for name in stage2 if "freq_attn" in name}
+  assert new and set(stage2) - new == set(stage1)
+  for name, value in stage1.items():
+    assert np.array_equal(stage2[name], value), name
+
+
+def test_stage2_starts_as_stage1(one_device_runs):
+  """Stage 2 loaded from stage 1 predicts exactly what stage 1 predicts."""
+  out, _ = one_device_runs
+  from spectral_jax.train.ldm import build_unet
+  predictions = []
+  for stage in ("ldm_pretrain", "ldm_freq_attn"):
+    config = train_configs.load_config(stage)
+    model = build_unet(config, nnx.Rngs(1))
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(params)
+    shardings = jax.tree.map(lambda x: x.sharding, params)
+    params = checkpoint.load_into(out / "ldm_pretrain", params, shardings)
+    model = nnx.merge(graphdef, nnx.State(params))
+    rng = np.random.default_rng(0)
+    k = config.data.num_freqs
+    z = jnp.asarray(rng.normal(size=(2, k, 4, 8, 4)), jnp.float32)
+    image = jnp.asarray(rng.uniform(-1, 1, size=(2, 16, 32, 3)), jnp.float32)
+    freq = jnp.broadcast_to(jnp.arange(k), (2, k))
+    predictions.append(model(z, jnp.array([10, 500]), image, freq, jnp.array([True, False])))
+  np.testing.assert_array_equal(predictions[0], predictions[1])
+
+
+def test_resume_gives_the_same_losses(tmp_path):
+  config = train_configs.load_config("vae")
+  config.num_steps, config.checkpoint_every, config.eval_every = 4, 2, 0
+  straight = train.run(config, tmp_path / "straight", progress=False)
+  config.num_steps = 2
+  train.run(config, tmp_path / "resumed", progress=False)
+  config.num_steps = 4
+  resumed = train.run(config, tmp_path / "resumed", progress=False)
+  assert [r["step"] for r in resumed] == [3, 4]
+  np.testing.assert_allclose([r["loss"] for r in resumed],
+                             [r["loss"] for r in straight[2:]], rtol=1e-6)
+  logged = metrics.read_metrics(tmp_path / "resumed")
+  assert [r["step"] for r in logged] == [1, 2, 3, 4]
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+  config = train_configs.load_config("vae")
+  config.num_steps, config.checkpoint_every, config.eval_every = 2, 1, 0
+  train.run(config, tmp_path, progress=False)
+  config.num_steps = 4
+  config.optimizer.learning_rate = float("nan")
+  with pytest.raises(train.TrainingDiverged, match="last good checkpoint is step 2"):
+    train.run(config, tmp_path, progress=False)
+  assert checkpoint.manager(tmp_path, read_only=True).latest_step() == 2
+
+
+def test_command_line(tmp_path):
+  """``python -m spectral_jax.train`` with overrides; a bad one fails clearly."""
+  command = [sys.executable, "-m", "spectral_jax.train",
+             f"--config={train_configs.CONFIGS / 'vae.py'}:tiny", f"--workdir={tmp_path}",
+             "--config.num_steps=1", "--config.eval_every=0", "--config.data.width=32",
+             "--config.data.height=16", "--config.data.num_freqs=4",
+             "--config.data.synthetic.num_frames=16", "--config.model.base_channels=8",
+             "--config.data.synthetic.stats_examples=4", "--no_progress"]
+  done = subprocess.run(command, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+  bad = subprocess.run(command[:-1] + ["--config.mesh.fsdp=3"], capture_output=True, text=True)
+  assert bad.returncode != 0 and "mesh" in bad.stderr

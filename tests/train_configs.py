@@ -1,0 +1,88 @@
+"""Micro training configs for tests: the `tiny` variants shrunk to seconds.
+
+Also a script: ``python tests/train_configs.py OUT_DIR`` trains one step of
+every stage (on whatever devices JAX sees; with 8, on a data x fsdp mesh
+that splits parameters) and writes their first losses and parameters to
+``OUT_DIR/results.npz``, for the 1-device vs 8-device comparison.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_config(stage: str):
+  spec = importlib.util.spec_from_file_location(f"{stage}_config", CONFIGS / f"{stage}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("tiny")
+  config.data.width, config.data.height, config.data.num_freqs = 32, 16, 4
+  config.data.synthetic.num_frames = 16
+  config.data.synthetic.num_train = 64
+  config.data.synthetic.num_test = 8
+  config.data.synthetic.stats_examples = 16
+  config.batch_size = 8
+  config.num_steps = 2
+  config.log_every = config.eval_every = config.checkpoint_every = 1
+  config.eval.num_batches = config.eval.whiten_batches = 1
+  config.optimizer.warmup_steps = 1
+  model = config.model
+  model.base_channels = 8
+  model.num_res_blocks = 1
+  if "channel_mults" in model and stage == "vae":
+    model.channel_mults = (1, 2, 4)
+  if stage.startswith("ldm"):
+    model.num_heads = 2
+    model.image_encoder_channels = 8
+    config.eval.ddim_steps = 2
+  return config
+
+
+def train_every_stage(out_dir: Path, mesh: dict | None = None, fsdp_min_size: int = 0) -> dict:
+  """One step of vae → ldm_pretrain → ldm_freq_attn in ``out_dir``; returns
+  {stage: (first loss, flat parameters)}."""
+  import jax
+  import numpy as np
+  import orbax.checkpoint as ocp
+  from spectral_jax.train import checkpoint, metrics, train
+  results = {}
+  previous = {}
+  for stage in ("vae", "ldm_pretrain", "ldm_freq_attn"):
+    config = load_config(stage)
+    config.num_steps = 1
+    if mesh:
+      config.mesh.update(mesh)
+      config.fsdp_min_size = fsdp_min_size
+    if stage != "vae":
+      config.vae_from = str(previous["vae"])
+    if stage == "ldm_freq_attn":
+      config.init_from = str(previous["ldm_pretrain"])
+    workdir = out_dir / stage
+    train.run(config, workdir, progress=False)
+    previous[stage] = workdir
+    loss = metrics.read_metrics(workdir)[0]["loss"]
+    _, _, step = checkpoint.read_config(workdir)
+    mngr = checkpoint.manager(workdir, read_only=True)
+    params = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore()))["params"]
+    flat = {"/".join(map(str, path)): np.asarray(jax.device_get(leaf))
+            for path, leaf in checkpoint._flat(params).items()}
+    results[stage] = (loss, flat)
+  return results
+
+
+if __name__ == "__main__":
+  import jax
+  import numpy as np
+  out = Path(sys.argv[1])
+  mesh = {"data": 4, "fsdp": 2} if jax.device_count() == 8 else None
+  results = train_every_stage(out, mesh, fsdp_min_size=64)
+  arrays = {f"{stage}:loss": np.float64(loss) for stage, (loss, _) in results.items()}
+  for stage, (_, flat) in results.items():
+    arrays.update({f"{stage}:{name}": value for name, value in flat.items()})
+  np.savez(out / "results.npz", **arrays)
+  print(f"devices={jax.device_count()}")
