@@ -76,3 +76,14 @@ def test_stats_from_accumulator_guard_all_zero_bins_and_round_trip_json(tmp_path
   loaded = norm.NormalizationStats.load(tmp_path / "n.json")
   np.testing.assert_array_equal(loaded.scales, stats.scales)
   assert loaded.percentile == 97 and loaded.num_values == 64
+
+
+def test_plain_scaling_round_trip():
+  rng = np.random.default_rng(3)
+  real = rng.normal(size=(2, 3, 4, 5, 4)).astype(np.float32)
+  stats = norm.NormalizationStats.image_size(3, width=64, height=48)
+  normalized = norm.normalize(real, stats.scales, stats.power)
+  np.testing.assert_allclose(normalized, real / 64.0, rtol=1e-6)
+  np.testing.assert_allclose(norm.denormalize(normalized, stats.scales, stats.power), real,
+                             rtol=1e-5)
+  assert norm.NormalizationStats.from_json(stats.to_json()).power == 1.0

@@ -118,7 +118,8 @@ def normalized_spectral(stats: NormalizationStats) -> Callable[[dict], dict]:
   frequency-normalized ``[B, K, H, W, 4]``; ``displacements`` to float32."""
   def transform(batch: dict) -> dict:
     batch = dict(batch)
-    batch["spectral_volume"] = normalize(batch["spectral_volume"].astype(np.float32), stats.scales)
+    batch["spectral_volume"] = normalize(batch["spectral_volume"].astype(np.float32), stats.scales,
+                                         stats.power)
     if "displacements" in batch:
       batch["displacements"] = batch["displacements"].astype(np.float32)
     return batch

@@ -85,7 +85,11 @@ def open_source(data_config, split: str):
 def normalization(data_config) -> NormalizationStats:
   """The per-frequency scales of the training data: saved beside a prepared
   data set, or, for synthetic scenes, measured streaming over the first
-  ``synthetic.stats_examples`` training scenes."""
+  ``synthetic.stats_examples`` training scenes. ``data.normalization =
+  "image_size"`` gives the paper's baseline instead (plain scaling)."""
+  if data_config.get("normalization", "adaptive") == "image_size":
+    return NormalizationStats.image_size(data_config.num_freqs, data_config.width,
+                                         data_config.height)
   if data_config.dir:
     return dataset.load_normalization(data_config.dir)
   source = open_source(data_config, "train")

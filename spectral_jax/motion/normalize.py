@@ -32,23 +32,30 @@ NUM_BINS = 1 << 16
 MIN_SCALE = 1e-8
 
 
-def normalize(real, scales):
-  """Real-layout spectral volume ``[..., K, H, W, 4]`` → normalized values.
+def normalize(real, scales, power: float = 0.5):
+  """Real-layout spectral volume ``[..., K, H, W, 4]`` → normalized values
+  ``sign(x/c_k) |x/c_k|^power``.
 
   Args:
     real: ``[..., K, H, W, 4]`` coefficients in pixels.
     scales: ``[K]`` per-frequency scales ``c_k`` in pixels.
+    power: 0.5 is the paper's signed square root; 1 is plain scaling (the
+      image-size baseline the paper compares against).
   """
   xp = array_module(real)
   scaled = real / xp.asarray(scales, real.dtype)[:, None, None, None]
-  return xp.sign(scaled) * xp.sqrt(xp.abs(scaled))
+  if power == 0.5:
+    return xp.sign(scaled) * xp.sqrt(xp.abs(scaled))
+  return xp.sign(scaled) * xp.abs(scaled) ** power
 
 
-def denormalize(normalized, scales):
+def denormalize(normalized, scales, power: float = 0.5):
   """Inverse of `normalize`: ``[..., K, H, W, 4]`` → coefficients in pixels."""
   xp = array_module(normalized)
   scales = xp.asarray(scales, normalized.dtype)[:, None, None, None]
-  return scales * xp.sign(normalized) * normalized * normalized
+  if power == 0.5:
+    return scales * xp.sign(normalized) * normalized * normalized
+  return scales * xp.sign(normalized) * xp.abs(normalized) ** (1.0 / power)
 
 
 @dataclasses.dataclass
@@ -137,10 +144,18 @@ def _bin_index(abs_values: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class NormalizationStats:
-  """What a model needs to (de)normalize: per-bin scales and their origin."""
+  """What a model needs to (de)normalize: per-bin scales, the power, and
+  their origin (``percentile`` is NaN for scales not measured from data)."""
   scales: np.ndarray  # [K] float32, pixels.
   percentile: float
   num_values: int     # |x| values per bin the percentile was taken over.
+  power: float = 0.5
+
+  @classmethod
+  def image_size(cls, num_freqs: int, width: int, height: int) -> "NormalizationStats":
+    """The baseline the paper compares against: every coefficient divided by
+    the image size (``max(width, height)`` pixels), no square root."""
+    return cls(np.full(num_freqs, max(width, height), np.float32), float("nan"), 0, 1.0)
 
   @classmethod
   def from_accumulator(cls, acc: PercentileAccumulator, percentile: float) -> "NormalizationStats":
@@ -149,12 +164,12 @@ class NormalizationStats:
 
   def to_json(self) -> dict:
     return {"scales": [float(s) for s in self.scales], "percentile": self.percentile,
-            "num_values": self.num_values}
+            "num_values": self.num_values, "power": self.power}
 
   @classmethod
   def from_json(cls, data: dict) -> "NormalizationStats":
     return cls(np.asarray(data["scales"], np.float32), float(data["percentile"]),
-               int(data["num_values"]))
+               int(data["num_values"]), float(data.get("power", 0.5)))
 
   def save(self, path) -> None:
     with atomic_output(path) as tmp:

@@ -53,6 +53,9 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
       "dir": "",
       "width": size[0], "height": size[1], "num_freqs": 8 if tiny else 16,
       "percentile": 97.0,
+      # "adaptive" (the paper: percentile per frequency, signed square root)
+      # or "image_size" (the baseline it is compared against).
+      "normalization": "adaptive",
       "synthetic": {"num_train": 4096, "num_test": 64, "seed": 0,
                     "num_frames": 32 if tiny else 150, "fps": 30.0,
                     "num_render_frames": 0, "max_amplitude_px": 4.0,

@@ -19,7 +19,7 @@ def spectral_transform(stats: NormalizationStats, keys: tuple[str, ...]) -> Call
     batch = {key: batch[key] for key in keys}
     if "spectral_volume" in batch:
       batch["spectral_volume"] = normalize(batch["spectral_volume"].astype(np.float32),
-                                           stats.scales)
+                                           stats.scales, stats.power)
     if "displacements" in batch:
       batch["displacements"] = batch["displacements"].astype(np.float32)
     return batch

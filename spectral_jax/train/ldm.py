@@ -118,8 +118,9 @@ class LDMTask:
           unet, self._vae(constants), constants["latent"], self.schedule,
           motion.image_to_unit(batch["image"]), rng, num_freqs=self.config.data.num_freqs,
           num_steps=evaluation.ddim_steps, guidance_scale=evaluation.guidance_scale)
-      truth = denormalize(batch["spectral_volume"], scales)
-      error = jnp.abs(denormalize(sampled, scales) - truth).mean(axis=(0, 2, 3, 4))
+      power = self.normalization.power
+      truth = denormalize(batch["spectral_volume"], scales, power)
+      error = jnp.abs(denormalize(sampled, scales, power) - truth).mean(axis=(0, 2, 3, 4))
       return error, jnp.abs(truth).mean(axis=(0, 2, 3, 4))
 
     results = []

@@ -69,7 +69,8 @@ class VAETask:
 
   def evaluate(self, graphdef, params, constants):
     """Reconstruction error (from the posterior mean) per frequency on the
-    test split: L1 in normalized units and in pixels."""
+    test split: L1 in normalized units and in pixels, beside the mean
+    ``|coefficient|`` of the truth in pixels for scale."""
     del constants
     scales = jnp.asarray(self.normalization.scales)
 
@@ -80,7 +81,9 @@ class VAETask:
       mean, _ = model.encode(frequency_maps(target))
       recon = model.decode(mean).reshape(target.shape)
       l1 = jnp.abs(recon - target).mean(axis=(0, 2, 3, 4))
-      l1_px = jnp.abs(denormalize(recon, scales) - denormalize(target, scales)).mean(
+      power = self.normalization.power
+      l1_px = jnp.abs(denormalize(recon, scales, power)
+                      - denormalize(target, scales, power)).mean(
           axis=(0, 2, 3, 4))
       return l1, l1_px
 
@@ -88,9 +91,11 @@ class VAETask:
         self._test, self.config, self._transform, self.mesh, self.config.eval.num_batches)]
     if not results:
       return {}
-    l1, l1_px = (np.mean(parts, axis=0) for parts in zip(*results))
-    result = {"l1": float(l1.mean()), "l1_px": float(l1_px.mean())}
+    l1, l1_px, truth_px = (np.mean(parts, axis=0) for parts in zip(*results))
+    result = {"l1": float(l1.mean()), "l1_px": float(l1_px.mean()),
+              "truth_l1_px": float(truth_px.mean())}
     result.update({f"l1_px/k{k:02d}": float(v) for k, v in enumerate(l1_px)})
+    result.update({f"truth_l1_px/k{k:02d}": float(v) for k, v in enumerate(truth_px)})
     return result
 
   def stats(self, graphdef, params, constants):

@@ -1,0 +1,177 @@
+"""Softmax splatting: forward warping of features by a flow (DESIGN.md §2).
+
+Every source pixel ``(x, y)`` moves to ``(x + dx, y + dy)`` and is spread over
+the 4 pixels around that point with bilinear weights ``b``; where several
+sources land on one pixel, each counts with a weight ``w`` from its metric:
+
+    out(p) = sum_s w_s b_s(p) f_s / (sum_s w_s b_s(p) + eps)
+
+* ``mode="softmax"``: ``w = exp(min(metric, max_metric))``, so the source with
+  the larger metric wins a collision (the renderer's metric is the motion
+  magnitude: moving foreground occludes the static background);
+* ``mode="average"``: ``w = metric`` (must be >= 0), a metric-weighted average;
+* ``metric=None`` in either mode: ``w = 1``, the (bilinear-weighted) mean of
+  what landed;
+* ``mode="sum"``: ``w = 1`` and no denominator, the plain sum of the bilinear
+  contributions (splatting ones gives the coverage of every pixel).
+
+Targets outside the image and sources whose flow is not finite contribute
+nothing. The metric is clipped to `MAX_METRIC` = 30 rather than shifted by its
+per-image maximum: a shift would change what ``eps`` means (a pixel reached
+only by small-metric sources would come out black), while ``exp(30) ~ 1e13``
+keeps the weight sums and the squared denominators of their gradients far
+inside float32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MAX_METRIC = 30.0
+MODES = ("softmax", "average", "sum")
+# Source pixels per scatter step on CPU: the step's [4 * pixels, C] updates
+# stay in cache instead of a fresh [4 * B * H * W, C] buffer per call, whose
+# page faults cost more than the scatter itself.
+_CPU_BLOCK_PIXELS = 4096
+
+
+def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: float = 1e-7,
+                  max_metric: float = MAX_METRIC, block_rows: int | None = None):
+  """Forward-warps ``features`` by ``flow``; collisions resolved by ``metric``.
+
+  Args:
+    features: ``[B, H, W, C]`` float source features.
+    flow: ``[B, H, W, 2]`` displacement ``(dx, dy)`` in pixels of every source
+      pixel; a non-finite (NaN, Inf) displacement drops that source.
+    metric: ``[B, H, W, 1]`` importance of every source (>= 0 in
+      ``"average"`` mode), or None for equal weights; ignored in ``"sum"``.
+    mode: ``"softmax"``, ``"average"`` or ``"sum"`` (module docstring).
+    eps: added to the weight sums of the normalised modes, so pixels that
+      nothing reached come out 0.
+    max_metric: softmax metrics are clipped to it so ``exp`` stays finite.
+    block_rows: source rows (over the flattened ``B * H``) scattered per loop
+      step; None picks about 4096 pixels per step on CPU and one step on
+      accelerators, where a single large scatter runs in parallel.
+  Returns:
+    ``[B, H, W, C]`` splatted features, dtype of ``features``. Differentiable
+    with respect to ``features``, ``flow`` and ``metric``.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  if features.ndim != 4 or flow.shape != features.shape[:3] + (2,):
+    raise ValueError(f"expected features [B, H, W, C] and flow [B, H, W, 2], got "
+                     f"{features.shape} and {flow.shape}")
+  if metric is not None and metric.shape != features.shape[:3] + (1,):
+    raise ValueError(f"metric must be {features.shape[:3] + (1,)}, got {metric.shape}")
+  batch, height, width, channels = features.shape
+  dtype = jnp.result_type(features.dtype, jnp.float32)
+
+  valid = jnp.all(jnp.isfinite(flow), axis=-1)  # [B, H, W]
+  # Zeroed before any arithmetic so that a NaN never reaches a gradient.
+  flow = jnp.where(valid[..., None], flow, 0).astype(dtype)
+  if mode == "sum" or metric is None:
+    weight = jnp.ones(valid.shape, dtype)
+  elif mode == "softmax":
+    weight = jnp.exp(jnp.minimum(metric[..., 0].astype(dtype), max_metric))
+  else:
+    weight = metric[..., 0].astype(dtype)
+  weight = jnp.where(valid, weight, 0)
+
+  index, corner_weight = _bilinear_corners(flow, weight)  # [4, B * H, W] each
+  if mode != "sum":
+    # Normalising each contribution by the total at its target before the
+    # scatter makes the scatter's accumulator the result: no [B, H, W, C]
+    # division pass after it and no second buffer of that size.
+    # The spare last slot takes the (zero) weights of targets outside.
+    total = jnp.zeros(batch * height * width + 1, dtype).at[index].add(corner_weight)
+    corner_weight = corner_weight / (total[index] + eps)
+  rows = features.reshape(batch * height, width, channels)
+  if block_rows is None:
+    block_rows = (max(1, _CPU_BLOCK_PIXELS // width) if jax.default_backend() == "cpu"
+                  else batch * height)
+  out = _scatter_rows(rows, index, corner_weight, min(block_rows, batch * height))
+  return out.reshape(batch, height, width, channels).astype(features.dtype)
+
+
+def _bilinear_corners(flow, weight):
+  """Targets and weights of the 4 bilinear corners of every source.
+
+  Args:
+    flow: ``[B, H, W, 2]`` finite displacement in pixels.
+    weight: ``[B, H, W]`` weight of every source (0 drops it).
+  Returns:
+    ``index`` int32 ``[4, B * H, W]``: flat target pixel ``(b * H + y) * W + x``,
+    or ``B * H * W`` for targets outside the image; ``corner_weight``
+    ``[4, B * H, W]``: the source weight times the bilinear weight, 0 outside.
+  """
+  batch, height, width, _ = flow.shape
+  grid_y, grid_x = jnp.meshgrid(jnp.arange(height, dtype=flow.dtype),
+                                jnp.arange(width, dtype=flow.dtype), indexing="ij")
+  # Any point farther than one pixel outside the image reaches no pixel;
+  # clipping there keeps the int32 conversion in range for huge flows.
+  target_x = jnp.clip(grid_x + flow[..., 0], -2, width + 1)
+  target_y = jnp.clip(grid_y + flow[..., 1], -2, height + 1)
+  left, top = jnp.floor(target_x), jnp.floor(target_y)
+  frac_x, frac_y = target_x - left, target_y - top
+  left, top = left.astype(jnp.int32), top.astype(jnp.int32)
+  image_start = jnp.arange(batch, dtype=jnp.int32)[:, None, None] * (height * width)
+  indices, weights = [], []
+  for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+    x, y = left + dx, top + dy
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    indices.append(jnp.where(inside, image_start + y * width + x, batch * height * width))
+    bilinear = (frac_x if dx else 1 - frac_x) * (frac_y if dy else 1 - frac_y)
+    # Zero outside, so that the sum in the spare slot and its gradient stay 0.
+    weights.append(jnp.where(inside, weight * bilinear, 0))
+  shape = (4, batch * height, width)
+  return jnp.stack(indices).reshape(shape), jnp.stack(weights).reshape(shape)
+
+
+def _scatter_rows(rows, index, corner_weight, block_rows: int):
+  """``out[index] += corner_weight * rows`` over the 4 corners, in blocks of rows.
+
+  Args:
+    rows: ``[R, W, C]`` source features, ``R = B * H``.
+    index: int32 ``[4, R, W]`` flat targets; ``R * W`` (outside) is dropped.
+    corner_weight: ``[4, R, W]`` weight of every contribution.
+    block_rows: source rows per loop step, ``1 <= block_rows <= R``.
+  Returns:
+    ``[R * W, C]`` sums, dtype of ``corner_weight``.
+  """
+  num_rows, width, channels = rows.shape
+
+  def step(i, out):
+    # The last block is moved back to end at the last row (shapes are
+    # static); rows that an earlier block already splatted get weight 0.
+    start = jnp.minimum(i * block_rows, num_rows - block_rows)
+    new = start + jnp.arange(block_rows) >= i * block_rows
+    block = jax.lax.dynamic_slice_in_dim(rows, start, block_rows, axis=0)
+    weight = jax.lax.dynamic_slice_in_dim(corner_weight, start, block_rows, axis=1)
+    weight = jnp.where(new[:, None], weight, 0)
+    target = jax.lax.dynamic_slice_in_dim(index, start, block_rows, axis=1)
+    updates = weight[..., None] * block[None].astype(weight.dtype)  # [4, rows, W, C]
+    return out.at[target.reshape(-1)].add(updates.reshape(-1, channels), mode="drop")
+
+  num_steps = -(-num_rows // block_rows)
+  out = jnp.zeros((num_rows * width, channels), corner_weight.dtype)
+  return jax.lax.fori_loop(0, num_steps, step, out)
+
+
+def motion_metric(motion_texture_px, scale):
+  """The renderer's splatting metric: ``scale * mean_t ||D_t(p)||_2``.
+
+  Args:
+    motion_texture_px: ``[T, H, W, 2]`` or ``[B, T, H, W, 2]`` displacement
+      from frame 0 to each frame, pixels.
+    scale: multiplier (float or array broadcastable to the result).
+  Returns:
+    ``[H, W, 1]`` or ``[B, H, W, 1]`` metric (pixels times ``scale``): large
+    motion is foreground and wins collisions in `softmax_splat`.
+  """
+  squared = jnp.sum(jnp.square(motion_texture_px), axis=-1)
+  # D_0 = 0 in every motion texture, and the gradient of sqrt at 0 is
+  # infinite: the norm's gradient is taken as 0 there.
+  moving = squared > 0
+  norm = jnp.where(moving, jnp.sqrt(jnp.where(moving, squared, 1)), 0)
+  return scale * jnp.mean(norm, axis=-3)[..., None]

@@ -1,0 +1,175 @@
+"""Stage ``renderer``: the image-based renderer, trained on (I_0, I_t, D_t).
+
+Every example holds its picture I_0 and ``num_render_frames`` frames I_t of
+its clip with their displacements D_t ``[H, W, 2]`` px. Each step renders,
+per example, one of them chosen at random, and fits it with
+``l1_weight * L1 + perceptual_weight * VGG16 perceptual``. The frozen VGG16
+is a constant of the step.
+
+The softmax-splatting metric is the one `render_frames` uses at inference:
+`motion_metric` (``metric_scale * mean_t ||D_t||``) of the example's whole
+motion texture, rebuilt from its spectral volume at the T integer frame
+times of its clip, so a renderer sees the same metric in training and in
+`animate`. The spectral volume is the data set's raw field in pixels
+(float16, widened on the device), never frequency-normalized: the renderer
+needs no normalization, and a diffusion sample is denormalized before it is
+rendered anyway.
+
+Evaluation renders every frame of held-out examples and scores it against
+the true frame (PSNR, SSIM, LPIPS), beside two baselines: the picture left
+unchanged, which a renderer must beat, and the picture forward-warped by
+D_t alone (what an untrained renderer outputs), which shows what the
+synthesis network adds.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from spectral_jax.data import dataset, sources
+from spectral_jax.diffusion.motion import image_to_unit
+from spectral_jax.models.renderer import Renderer
+from spectral_jax.models.vgg16 import load_vgg16
+from spectral_jax.motion.spectral import from_real_layout, motion_texture
+from spectral_jax.render import metrics
+from spectral_jax.render.losses import l1_loss, perceptual_loss
+from spectral_jax.render.splat import motion_metric, softmax_splat
+from spectral_jax.train import data as train_data
+
+# Fields of an example the renderer uses; the float16 ones go to the device
+# as they are (half the transfer) and are widened there.
+FIELDS = ("image", "spectral_volume", "frames", "displacements")
+
+
+def build_renderer(config, rngs: nnx.Rngs) -> Renderer:
+  """The renderer a renderer run's config describes (its ``model`` block and dtype)."""
+  return Renderer(**config.model.to_dict(), dtype=jnp.dtype(config.dtype), rngs=rngs)
+
+
+def clip_frames(data_config) -> int:
+  """T, the frames of the clips whose spectral volumes the data holds."""
+  if data_config.dir:
+    return dataset.load_clip_config(data_config.dir).num_frames
+  return data_config.synthetic.num_frames
+
+
+def spectral_metric(spectral_px, num_frames: int, scale):
+  """Splatting metric of each example's motion, as `render_frames` takes it.
+
+  Args:
+    spectral_px: ``[B, K, H, W, 4]`` real-layout spectral volumes, pixels.
+    num_frames: T, the clip length they were computed over; the motion
+      texture is taken at frames ``0 .. T-1``.
+    scale: the metric's scale (`motion_metric`).
+  Returns:
+    ``[B, H, W, 1]`` float32 metric.
+  """
+  times = jnp.arange(num_frames, dtype=jnp.float32)
+  texture = jax.vmap(lambda s: motion_texture(from_real_layout(s), times, num_frames))(
+      spectral_px)  # [B, T, H, W, 2]
+  return motion_metric(texture, scale)
+
+
+def pick_frames(frames, displacements, index):
+  """Frame ``index[b]`` of each example ``b``.
+
+  Args:
+    frames: ``[B, F, H, W, 3]`` uint8.
+    displacements: ``[B, F, H, W, 2]`` pixels, any float dtype.
+    index: int ``[B]`` in ``[0, F)``.
+  Returns:
+    ``(frame [B, H, W, 3] in [-1, 1], flow [B, H, W, 2] float32 px)``.
+  """
+  def take(x):
+    return jnp.take_along_axis(x, index[:, None, None, None, None], axis=1)[:, 0]
+  return image_to_unit(take(frames)), take(displacements).astype(jnp.float32)
+
+
+def _keep_fields(batch: dict) -> dict:
+  return {key: batch[key] for key in FIELDS}
+
+
+class RendererTask:
+
+  def __init__(self, config, mesh):
+    self.config, self.mesh = config, mesh
+    self.num_frames = clip_frames(config.data)
+    self.normalization = sources.normalization(config.data)
+    vgg = load_vgg16(dtype=jnp.dtype(config.dtype))
+    self.vgg_graphdef, vgg_params = nnx.split(vgg, nnx.Param)
+    self._vgg_params = nnx.to_pure_dict(vgg_params)
+    self._train = sources.open_source(config.data, "train")
+    self._test = sources.open_source(config.data, "test")
+
+  def make_model(self, rngs):
+    return build_renderer(self.config, rngs)
+
+  def constants(self):
+    return {"vgg": self._vgg_params}
+
+  def _vgg(self, constants):
+    return nnx.merge(self.vgg_graphdef, nnx.State(constants["vgg"]))
+
+  def _metric(self, batch):
+    spectral = batch["spectral_volume"].astype(jnp.float32)
+    return spectral_metric(spectral, self.num_frames, self.config.metric_scale)
+
+  def loss(self, model, constants, batch, rng):
+    batch_size, num_render_frames = batch["frames"].shape[:2]
+    index = jax.random.randint(rng, (batch_size,), 0, num_render_frames)
+    target, flow = pick_frames(batch["frames"], batch["displacements"], index)
+    rendered = model(image_to_unit(batch["image"]), flow, self._metric(batch))
+    weights = self.config.loss
+    l1 = l1_loss(rendered, target)
+    perceptual = perceptual_loss(self._vgg(constants), rendered, target,
+                                 layer_weights=tuple(weights.layer_weights),
+                                 distance=weights.perceptual_distance)
+    loss = weights.l1_weight * l1 + weights.perceptual_weight * perceptual
+    return loss, {"l1": l1, "perceptual": perceptual}
+
+  def train_batches(self, process_index, process_count):
+    return train_data.train_batches(self._train, self.config, _keep_fields, process_index,
+                                    process_count)
+
+  def evaluate(self, graphdef, params, constants):
+    """Every frame of the held-out examples: PSNR (dB), SSIM and LPIPS of the
+    rendered frame (clipped to the displayable range) against the true one,
+    and the same for the picture unchanged (``*_unchanged``) and
+    forward-warped by the displacement alone (``*_warped``)."""
+
+    @jax.jit
+    def scores(params, constants, batch, frame_index):
+      renderer = nnx.merge(graphdef, nnx.State(params))
+      vgg = self._vgg(constants)
+      picture = image_to_unit(batch["image"])
+      index = jnp.full(picture.shape[:1], frame_index, jnp.int32)
+      target, flow = pick_frames(batch["frames"], batch["displacements"], index)
+      metric = self._metric(batch)
+      candidates = {
+          "": jnp.clip(renderer(picture, flow, metric), -1.0, 1.0),
+          "_unchanged": picture,
+          "_warped": softmax_splat(picture, flow, metric),
+      }
+      result = {}
+      for suffix, frame in candidates.items():
+        result[f"psnr{suffix}"] = metrics.psnr(frame, target)
+        result[f"ssim{suffix}"] = metrics.ssim(frame, target)
+        result[f"lpips{suffix}"] = metrics.lpips(vgg, frame, target)
+      return result
+
+    per_image = []
+    for batch in train_data.eval_batches(self._test, self.config, _keep_fields, self.mesh,
+                                         self.config.eval.num_batches):
+      for frame_index in range(batch["frames"].shape[1]):
+        per_image.append(jax.device_get(scores(params, constants, batch, frame_index)))
+    if not per_image:
+      return {}
+    return {name: float(np.mean([s[name] for s in per_image])) for name in per_image[0]}
+
+  def stats(self, graphdef, params, constants):
+    del graphdef, params, constants
+    return {"normalization": self.normalization.to_json(),
+            "metric_scale": float(self.config.metric_scale)}
