@@ -113,13 +113,16 @@ def stack_examples(examples: Sequence[dict]) -> dict:
   return {key: np.stack([np.asarray(e[key]) for e in examples]) for key in examples[0]}
 
 
-def normalized_spectral(stats: NormalizationStats) -> Callable[[dict], dict]:
-  """Batch transform: ``spectral_volume`` float16 pixels → float32
-  frequency-normalized ``[B, K, H, W, 4]``; ``displacements`` to float32."""
+def normalized_spectral(stats: NormalizationStats,
+                        keys: Sequence[str] | None = None) -> Callable[[dict], dict]:
+  """Batch transform: keeps ``keys`` (default all); ``spectral_volume``
+  float16 pixels → float32 frequency-normalized ``[B, K, H, W, 4]``;
+  ``displacements`` to float32 pixels."""
   def transform(batch: dict) -> dict:
-    batch = dict(batch)
-    batch["spectral_volume"] = normalize(batch["spectral_volume"].astype(np.float32), stats.scales,
-                                         stats.power)
+    batch = {key: batch[key] for key in (batch if keys is None else keys)}
+    if "spectral_volume" in batch:
+      batch["spectral_volume"] = normalize(batch["spectral_volume"].astype(np.float32),
+                                           stats.scales, stats.power)
     if "displacements" in batch:
       batch["displacements"] = batch["displacements"].astype(np.float32)
     return batch

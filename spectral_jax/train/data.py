@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Iterator
 
-import numpy as np
-
-from spectral_jax.data.pipeline import ShardedBatches
-from spectral_jax.motion.normalize import NormalizationStats, normalize
+from spectral_jax.data.pipeline import ShardedBatches, normalized_spectral
 from spectral_jax.train import sharding
 
-
-def spectral_transform(stats: NormalizationStats, keys: tuple[str, ...]) -> Callable[[dict], dict]:
-  """Batch transform: keeps ``keys``; ``spectral_volume`` float16 pixels →
-  float32 frequency-normalized ``[B, K, H, W, 4]``; ``displacements`` to
-  float32 pixels."""
-  def transform(batch: dict) -> dict:
-    batch = {key: batch[key] for key in keys}
-    if "spectral_volume" in batch:
-      batch["spectral_volume"] = normalize(batch["spectral_volume"].astype(np.float32),
-                                           stats.scales, stats.power)
-    if "displacements" in batch:
-      batch["displacements"] = batch["displacements"].astype(np.float32)
-    return batch
-  return transform
+__all__ = ["eval_batches", "normalized_spectral", "train_batches"]
 
 
 def train_batches(source, config, transform, process_index: int,

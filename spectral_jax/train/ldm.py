@@ -65,7 +65,7 @@ class LDMTask:
       raise ValueError(f"the VAE was trained on K={len(self.normalization.scales)} "
                        f"frequencies, this config has data.num_freqs={config.data.num_freqs}")
     self.schedule = diffusion.make_schedule(**config.diffusion.schedule.to_dict())
-    self._transform = train_data.spectral_transform(self.normalization,
+    self._transform = train_data.normalized_spectral(self.normalization,
                                                     ("image", "spectral_volume"))
     self._train = sources.open_source(config.data, "train")
     self._test = sources.open_source(config.data, "test")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -162,6 +163,8 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
   bar = tqdm.tqdm(total=config.num_steps, initial=start_step, unit="step",
                   disable=not (progress and is_main), desc=f"training {config.stage}")
   step, batch = start_step, first_batch
+  # Throughput over each logging window, evaluation and saving excluded.
+  window_start, window_step, excluded = time.perf_counter(), step, 0.0
   try:
     while step < config.num_steps:
       state, metrics = compiled(state, sharding.global_batch(batch, mesh),
@@ -169,21 +172,29 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
       step += 1
       pending.append((step, metrics))
       last = step == config.num_steps
-      if step % config.log_every == 0 or last or step % config.checkpoint_every == 0:
+      log = step % config.log_every == 0 or last
+      if log or step % config.checkpoint_every == 0:
         record = _flush(pending, mngr)  # Raises TrainingDiverged before any save.
-        if step % config.log_every == 0 or last:
+        if log:
+          seconds = time.perf_counter() - window_start - excluded
+          record["examples_per_s"] = config.batch_size * (step - window_step) / seconds
+          window_start, window_step, excluded = time.perf_counter(), step, 0.0
           writer.write(step, record)
           records.append(record)
           bar.set_postfix(loss=f"{record['loss']:.4g}")
+      aside = time.perf_counter()
       if config.eval_every and (step % config.eval_every == 0 or last):
-        evaluation = {f"eval/{k}": v for k, v in task.evaluate(graphdef, state["params"], state["constants"]).items()}
+        evaluation = {f"eval/{name}": value for name, value in task.evaluate(
+            graphdef, state["params"], state["constants"]).items()}
         writer.write(step, evaluation)
         records.append({"step": step, **evaluation})
       stop = mngr.reached_preemption(step)
       if step % config.checkpoint_every == 0 or last or stop:
         checkpoint.save(mngr, step, params=state["params"], opt_state=state["opt_state"],
-                        data=batches.get_state(), config=config, stats=task.stats(graphdef, state["params"], state["constants"]),
+                        data=batches.get_state(), config=config,
+                        stats=task.stats(graphdef, state["params"], state["constants"]),
                         force=True)
+      excluded += time.perf_counter() - aside
       bar.update(1)
       if stop:
         print(f"preempted: saved step {step}; run the same command to resume",

@@ -44,7 +44,7 @@ class VAETask:
   def __init__(self, config, mesh):
     self.config, self.mesh = config, mesh
     self.normalization = sources.normalization(config.data)
-    self._transform = train_data.spectral_transform(self.normalization, ("spectral_volume",))
+    self._transform = train_data.normalized_spectral(self.normalization, ("spectral_volume",))
     self._train = sources.open_source(config.data, "train")
     self._test = sources.open_source(config.data, "test")
 
