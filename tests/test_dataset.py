@@ -171,3 +171,14 @@ def test_filters_drop_static_camera_motion_and_cuts():
   assert cuts == [(0, True), (4, True)]
   disp, _ = flow.displacements(panning)
   assert flow.trajectory_magnitude(disp).mean() > 2
+
+
+def test_training_source_checks_the_clip_shape(data_dir):
+  import ml_collections
+  from spectral_jax.data import sources
+  config = ml_collections.ConfigDict({"dir": str(data_dir), "width": CONFIG.width,
+                                      "height": CONFIG.height, "num_freqs": CONFIG.num_freqs})
+  assert len(sources.open_source(config, "train")) > 0
+  config.num_freqs = CONFIG.num_freqs + 1
+  with pytest.raises(ValueError, match="num_freqs"):
+    sources.open_source(config, "train")

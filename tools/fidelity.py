@@ -77,13 +77,11 @@ def amplitude_correlation(spectral_px: np.ndarray) -> np.ndarray:
 def joint_study(workdir: Path, vae_steps: int, ldm_steps: int, attn_steps: int,
                 num_pictures: int) -> None:
   import jax
-  from flax import nnx
   from spectral_jax.data import sources
   from spectral_jax.diffusion import motion
   from spectral_jax.motion.normalize import denormalize
-  from spectral_jax.train import checkpoint, sharding, train
-  from spectral_jax.train.ldm import build_unet, load_vae
-  import spectral_jax.diffusion as diffusion
+  from spectral_jax.train import train
+  from spectral_jax.train.ldm import load_motion_model
 
   vae_dir = workdir / "vae_adaptive"
   train.run(_config("vae", num_steps=vae_steps), vae_dir)
@@ -92,25 +90,14 @@ def joint_study(workdir: Path, vae_steps: int, ldm_steps: int, attn_steps: int,
   train.run(_config("ldm_freq_attn", num_steps=attn_steps, vae_from=str(vae_dir),
                     init_from=str(stage1)), stage2)
 
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
-  vae_graphdef, vae_params, stats, latent = load_vae(str(vae_dir), mesh)
-  vae = nnx.merge(vae_graphdef, nnx.State(vae_params))
   test = sources.open_source(_config("vae").data, "test")
   truth = [test[i]["spectral_volume"].astype(np.float32) for i in range(num_pictures)]
-  images = np.stack([test[i]["image"] for i in range(num_pictures)])
+  images = motion.image_to_unit(np.stack([test[i]["image"] for i in range(num_pictures)]))
   scores = {}
   for name, run in (("independent (stage 1)", stage1), ("joint (stage 2)", stage2)):
-    config, _, _ = checkpoint.read_config(run)
-    model = build_unet(config, nnx.Rngs(0))
-    graphdef, params = nnx.split(model, nnx.Param)
-    params = checkpoint.load_into(run, nnx.to_pure_dict(params),
-                                  jax.tree.map(lambda x: x.sharding, nnx.to_pure_dict(params)))
-    unet = nnx.merge(graphdef, nnx.State(params))
-    schedule = diffusion.make_schedule(**config.diffusion.schedule.to_dict())
-    sample = nnx.jit(lambda unet, image, rng: motion.sample_spectral(
-        unet, vae, latent, schedule, image, rng, num_freqs=config.data.num_freqs,
-        num_steps=config.eval.ddim_steps))
-    sampled = np.asarray(sample(unet, motion.image_to_unit(images), jax.random.key(0)))
+    model = load_motion_model(run)
+    sampled = np.asarray(model.sampler()(images, jax.random.key(0)))
+    stats = model.normalization
     sampled_px = denormalize(sampled, stats.scales, stats.power)
     differences, errors = [], []
     for s, t in zip(sampled_px, truth):
@@ -118,7 +105,8 @@ def joint_study(workdir: Path, vae_steps: int, ldm_steps: int, attn_steps: int,
       errors.append(np.abs(s - t).mean())
     off_diagonal = ~np.eye(differences[0].shape[0], dtype=bool)
     scores[name] = (np.mean([d[off_diagonal].mean() for d in differences]), np.mean(errors))
-  print(f"\n{num_pictures} held-out pictures, {config.eval.ddim_steps} DDIM steps:")
+    ddim_steps = model.config.eval.ddim_steps
+  print(f"\n{num_pictures} held-out pictures, {ddim_steps} DDIM steps:")
   print("| sampling | mean abs diff. of amplitude correlations vs truth | mean L1 px |")
   print("|---|---|---|")
   for name, (correlation, error) in scores.items():

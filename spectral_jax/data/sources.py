@@ -73,7 +73,15 @@ def open_source(data_config, split: str):
   """The ``split`` source the ``data`` config block names: the prepared data
   set in ``data.dir``, or synthetic scenes when it is empty."""
   if data_config.dir:
-    return dataset.open_split(data_config.dir, split)
+    source = dataset.open_split(data_config.dir, split)  # Says if it is not prepared.
+    clip = dataset.load_clip_config(data_config.dir)
+    wanted = (data_config.width, data_config.height, data_config.num_freqs)
+    if (clip.width, clip.height, clip.num_freqs) != wanted:
+      raise ValueError(
+          f"{data_config.dir} holds {clip.width}x{clip.height} clips with K={clip.num_freqs}; "
+          f"the config asks for {wanted[0]}x{wanted[1]}, K={wanted[2]} (set "
+          "--config.data.width/height/num_freqs or prepare another data set)")
+    return source
   synth = data_config.synthetic
   return SyntheticExamples(
       split, num_examples=synth.num_train if split == "train" else synth.num_test,

@@ -16,6 +16,8 @@ and its checkpoint fixes the normalization and latent whitening.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +54,61 @@ def load_vae(workdir, mesh):
   params = checkpoint.load_params(workdir, target)
   latent = {name: np.asarray(stats["latent"][name], np.float32) for name in ("mean", "std")}
   return graphdef, params, NormalizationStats.from_json(stats["normalization"]), latent
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionModel:
+  """A trained LDM run, ready to sample: networks, schedule, statistics."""
+  unet: MotionUNet
+  vae: nnx.Module
+  latent_stats: dict
+  normalization: NormalizationStats
+  schedule: diffusion.Schedule
+  config: object
+
+  def sample(self, image, rng, *, num_steps: int | None = None, **options) -> jax.Array:
+    """Normalized spectral volumes ``[B, K, H, W, 4]`` for pictures ``image``
+    ``[B, H, W, 3]`` in [-1, 1]; ``options`` go to `motion.sample_spectral`
+    (eta, guidance_scale, guidance_loss, ...). Not jitted: jit the caller."""
+    return motion.sample_spectral(
+        self.unet, self.vae, self.latent_stats, self.schedule, image, rng,
+        num_freqs=self.config.data.num_freqs,
+        num_steps=num_steps or self.config.eval.ddim_steps, **options)
+
+  def sampler(self, **options):
+    """Jitted ``(image [B, H, W, 3] in [-1, 1], rng) -> [B, K, H, W, 4]``
+    with ``options`` of `sample` fixed; the networks' parameters are
+    arguments of the compiled function, not constants baked into it."""
+    unet_graph, unet_params = nnx.split(self.unet)
+    vae_graph, vae_params = nnx.split(self.vae)
+
+    @jax.jit
+    def run(unet_params, vae_params, image, rng):
+      model = dataclasses.replace(self, unet=nnx.merge(unet_graph, unet_params),
+                                  vae=nnx.merge(vae_graph, vae_params))
+      return model.sample(image, rng, **options)
+
+    return lambda image, rng: run(unet_params, vae_params, image, rng)
+
+
+def load_motion_model(workdir, mesh=None) -> MotionModel:
+  """The latest checkpoint of an ``ldm_pretrain`` or ``ldm_freq_attn`` run
+  (and the VAE it was trained with), on ``mesh`` (default: one device)."""
+  mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
+  config, _, _ = checkpoint.read_config(workdir)
+  if config.stage not in ("ldm_pretrain", "ldm_freq_attn"):
+    raise ValueError(f"{workdir} is a {config.stage!r} run, not a motion diffusion run")
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_unet(config, nnx.Rngs(0))),
+                                 nnx.Param)
+  abstract = nnx.to_pure_dict(abstract)
+  target = checkpoint.with_shardings(
+      abstract, sharding.tree_shardings(abstract, mesh, min_size=None))
+  unet = nnx.merge(graphdef, nnx.State(checkpoint.load_params(workdir, target)))
+  vae_graphdef, vae_params, normalization, latent = load_vae(config.vae_from, mesh)
+  return MotionModel(unet, nnx.merge(vae_graphdef, nnx.State(vae_params)),
+                     {name: jnp.asarray(value) for name, value in latent.items()},
+                     normalization, diffusion.make_schedule(**config.diffusion.schedule.to_dict()),
+                     config)
 
 
 class LDMTask:
