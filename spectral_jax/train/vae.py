@@ -82,10 +82,10 @@ class VAETask:
       recon = model.decode(mean).reshape(target.shape)
       l1 = jnp.abs(recon - target).mean(axis=(0, 2, 3, 4))
       power = self.normalization.power
-      l1_px = jnp.abs(denormalize(recon, scales, power)
-                      - denormalize(target, scales, power)).mean(
-          axis=(0, 2, 3, 4))
-      return l1, l1_px
+      truth = denormalize(target, scales, power)
+      l1_px = jnp.abs(denormalize(recon, scales, power) - truth).mean(axis=(0, 2, 3, 4))
+      truth_px = jnp.abs(truth).mean(axis=(0, 2, 3, 4))
+      return l1, l1_px, truth_px
 
     results = [jax.device_get(errors(params, batch)) for batch in train_data.eval_batches(
         self._test, self.config, self._transform, self.mesh, self.config.eval.num_batches)]
