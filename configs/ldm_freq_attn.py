@@ -9,23 +9,17 @@ predicts exactly what stage 1 does) and trains only those: every other
 parameter is frozen, without optimizer state.
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 
-
-def _stage1_module():
-  """``ldm_pretrain.py`` beside this file (configs are loaded by path)."""
-  spec = importlib.util.spec_from_file_location(
-      "ldm_pretrain_config", Path(__file__).with_name("ldm_pretrain.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from spectral_jax.train.config_base import load_config_file
 
 
 def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
-  config = _stage1_module().ldm_config("ldm_freq_attn", variant)
+  # Stage 1's config (the file beside this one: configs are loaded by path).
+  config = load_config_file(Path(__file__).with_name("ldm_pretrain.py"), variant)
+  config.stage = "ldm_freq_attn"
   config.trainable = ".*freq_attn.*"
   # All K frequencies per example: fewer examples per batch.
   config.batch_size = {"tiny": 4, "paper": 16, "hires": 8}[config.variant]

@@ -16,11 +16,7 @@ from spectral_jax.train.config_base import base_config
 
 
 def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
-  return ldm_config("ldm_pretrain", variant)
-
-
-def ldm_config(stage: str, variant: str) -> ml_collections.ConfigDict:
-  config = base_config(stage, variant)
+  config = base_config("ldm_pretrain", variant)
   tiny = variant == "tiny"
   config.vae_from = ""
   config.model = ml_collections.ConfigDict({

@@ -168,15 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_config_file(spec: str) -> dict:
   """``path.py[:arg]`` → the dict of ``get_config(arg)`` in that file."""
-  import importlib.util
+  from spectral_jax.train.config_base import load_config_file as load
   path, _, arg = spec.partition(":")
-  if not Path(path).is_file():
-    raise ValueError(f"config file {path} not found")
-  module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(arg) if arg else module.get_config()
-  return config.to_dict()
+  return load(path, arg or None).to_dict()
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -8,18 +8,16 @@ that splits parameters) and writes their first losses and parameters to
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
+
+from spectral_jax.train.config_base import load_config_file
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def load_config(stage: str):
-  spec = importlib.util.spec_from_file_location(f"{stage}_config", CONFIGS / f"{stage}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("tiny")
+  config = load_config_file(CONFIGS / f"{stage}.py", "tiny")
   config.data.width, config.data.height, config.data.num_freqs = 32, 16, 4
   config.data.synthetic.num_frames = 16
   config.data.synthetic.num_train = 64

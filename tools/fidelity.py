@@ -19,7 +19,6 @@ Runs are resumable (same --workdir); the numbers are printed as Markdown.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +27,8 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _config(stage: str, **overrides):
-  spec = importlib.util.spec_from_file_location(f"{stage}_config", CONFIGS / f"{stage}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("tiny")
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  from spectral_jax.train.config_base import load_config_file
+  return load_config_file(CONFIGS / f"{stage}.py", "tiny", overrides)
 
 
 def _final_eval(workdir) -> dict:

@@ -22,6 +22,9 @@ from pathlib import Path
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from flax import nnx
+
+from spectral_jax.train import sharding
 
 CHECKPOINT_DIR = "checkpoints"
 ARRAY_ITEMS = ("params", "opt_state")
@@ -91,6 +94,26 @@ def load_params(workdir, abstract_params, step: int | None = None):
   restored = mngr.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(abstract_params)))
   return restored["params"]
+
+
+def load_model(workdir, build, mesh=None):
+  """A finished run's model, rebuilt from its saved config and loaded with
+  its latest parameters, replicated over ``mesh`` (default: one device).
+
+  Args:
+    workdir: the run's directory.
+    build: ``(config, rngs) -> nnx.Module``, the stage's model builder.
+    mesh: where the parameters go.
+  Returns:
+    ``(model, config, stats)``.
+  """
+  mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
+  config, stats, step = read_config(workdir)
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(config, nnx.Rngs(0))), nnx.Param)
+  abstract = nnx.to_pure_dict(abstract)
+  target = with_shardings(abstract, sharding.tree_shardings(abstract, mesh, min_size=None))
+  model = nnx.merge(graphdef, nnx.State(load_params(workdir, target, step)))
+  return model, config, stats
 
 
 def load_into(workdir, params: dict, shardings: dict) -> dict:

@@ -11,6 +11,9 @@ shape of a config and the variants' data and run lengths:
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import ml_collections
 
 VARIANTS = ("tiny", "paper", "hires")
@@ -62,4 +65,24 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
                     "stats_examples": 256},
   })
   config.eval = ml_collections.ConfigDict({"num_batches": 4, "whiten_batches": 8})
+  return config
+
+
+def load_config_file(path, arg: str | None = None,
+                     overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of the config file at ``path`` (loaded by path, as
+  ``--config`` does), then ``{"dotted.key": value}`` overrides applied."""
+  path = Path(path)
+  if not path.is_file():
+    raise ValueError(f"config file {path} not found")
+  spec = importlib.util.spec_from_file_location(f"{path.stem}_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  for key, value in (overrides or {}).items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
   return config

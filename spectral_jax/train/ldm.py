@@ -28,7 +28,7 @@ from spectral_jax.data import sources
 from spectral_jax.diffusion import motion
 from spectral_jax.models.unet import MotionUNet
 from spectral_jax.motion.normalize import NormalizationStats, denormalize
-from spectral_jax.train import checkpoint, sharding
+from spectral_jax.train import checkpoint
 from spectral_jax.train import data as train_data
 from spectral_jax.train.vae import build_vae
 
@@ -41,19 +41,15 @@ def build_unet(config, rngs: nnx.Rngs) -> MotionUNet:
 
 
 def load_vae(workdir, mesh):
-  """(graphdef, params on ``mesh``, normalization, latent stats) of a
+  """(model with parameters on ``mesh``, normalization, latent stats) of a
   finished VAE run."""
   if not workdir:
     raise ValueError("the LDM stages need a trained VAE: --config.vae_from=VAE_WORKDIR")
-  vae_config, stats, _ = checkpoint.read_config(workdir)
-  model = nnx.eval_shape(lambda: build_vae(vae_config, nnx.Rngs(0)))
-  graphdef, abstract = nnx.split(model, nnx.Param)
-  abstract = nnx.to_pure_dict(abstract)
-  target = checkpoint.with_shardings(
-      abstract, sharding.tree_shardings(abstract, mesh, min_size=None))
-  params = checkpoint.load_params(workdir, target)
+  vae, config, stats = checkpoint.load_model(workdir, build_vae, mesh)
+  if config.stage != "vae":
+    raise ValueError(f"{workdir} is a {config.stage!r} run, not a VAE run")
   latent = {name: np.asarray(stats["latent"][name], np.float32) for name in ("mean", "std")}
-  return graphdef, params, NormalizationStats.from_json(stats["normalization"]), latent
+  return vae, NormalizationStats.from_json(stats["normalization"]), latent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,19 +90,12 @@ class MotionModel:
 def load_motion_model(workdir, mesh=None) -> MotionModel:
   """The latest checkpoint of an ``ldm_pretrain`` or ``ldm_freq_attn`` run
   (and the VAE it was trained with), on ``mesh`` (default: one device)."""
-  mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
   config, _, _ = checkpoint.read_config(workdir)
   if config.stage not in ("ldm_pretrain", "ldm_freq_attn"):
     raise ValueError(f"{workdir} is a {config.stage!r} run, not a motion diffusion run")
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_unet(config, nnx.Rngs(0))),
-                                 nnx.Param)
-  abstract = nnx.to_pure_dict(abstract)
-  target = checkpoint.with_shardings(
-      abstract, sharding.tree_shardings(abstract, mesh, min_size=None))
-  unet = nnx.merge(graphdef, nnx.State(checkpoint.load_params(workdir, target)))
-  vae_graphdef, vae_params, normalization, latent = load_vae(config.vae_from, mesh)
-  return MotionModel(unet, nnx.merge(vae_graphdef, nnx.State(vae_params)),
-                     {name: jnp.asarray(value) for name, value in latent.items()},
+  unet, config, _ = checkpoint.load_model(workdir, build_unet, mesh)
+  vae, normalization, latent = load_vae(config.vae_from, mesh)
+  return MotionModel(unet, vae, {name: jnp.asarray(value) for name, value in latent.items()},
                      normalization, diffusion.make_schedule(**config.diffusion.schedule.to_dict()),
                      config)
 
@@ -116,8 +105,9 @@ class LDMTask:
   def __init__(self, config, mesh):
     self.config, self.mesh = config, mesh
     self.joint = config.stage == "ldm_freq_attn"
-    (self.vae_graphdef, self._vae_params, self.normalization,
-     self.latent_stats) = load_vae(config.vae_from, mesh)
+    vae, self.normalization, self.latent_stats = load_vae(config.vae_from, mesh)
+    self.vae_graphdef, vae_params = nnx.split(vae, nnx.Param)
+    self._vae_params = nnx.to_pure_dict(vae_params)
     if len(self.normalization.scales) != config.data.num_freqs:
       raise ValueError(f"the VAE was trained on K={len(self.normalization.scales)} "
                        f"frequencies, this config has data.num_freqs={config.data.num_freqs}")

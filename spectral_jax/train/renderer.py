@@ -37,6 +37,7 @@ from spectral_jax.motion.spectral import from_real_layout, motion_texture
 from spectral_jax.render import metrics
 from spectral_jax.render.losses import l1_loss, perceptual_loss
 from spectral_jax.render.splat import motion_metric, softmax_splat
+from spectral_jax.train import checkpoint
 from spectral_jax.train import data as train_data
 
 # Fields of an example the renderer uses; the float16 ones go to the device
@@ -47,6 +48,16 @@ FIELDS = ("image", "spectral_volume", "frames", "displacements")
 def build_renderer(config, rngs: nnx.Rngs) -> Renderer:
   """The renderer a renderer run's config describes (its ``model`` block and dtype)."""
   return Renderer(**config.model.to_dict(), dtype=jnp.dtype(config.dtype), rngs=rngs)
+
+
+def load_renderer(workdir, mesh=None) -> tuple[Renderer, float]:
+  """The renderer of a finished ``renderer`` run and the splatting metric
+  scale it was trained with (`render_frames` takes both)."""
+  config, _, _ = checkpoint.read_config(workdir)
+  if config.stage != "renderer":
+    raise ValueError(f"{workdir} is a {config.stage!r} run, not a renderer run")
+  renderer, _, stats = checkpoint.load_model(workdir, build_renderer, mesh)
+  return renderer, float(stats["metric_scale"])
 
 
 def clip_frames(data_config) -> int:
