@@ -135,6 +135,8 @@ class RendererTask:
     rendered = model(image_to_unit(batch["image"]), flow, self._metric(batch))
     weights = self.config.loss
     l1 = l1_loss(rendered, target)
+    if not weights.perceptual_weight:  # L1 alone: no VGG pass (most of a step's cost).
+      return weights.l1_weight * l1, {"l1": l1}
     perceptual = perceptual_loss(self._vgg(constants), rendered, target,
                                  layer_weights=tuple(weights.layer_weights),
                                  distance=weights.perceptual_distance)
