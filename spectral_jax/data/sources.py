@@ -90,6 +90,14 @@ def open_source(data_config, split: str):
       num_render_frames=synth.num_render_frames, max_amplitude_px=synth.max_amplitude_px)
 
 
+def clip_frames(data_config) -> int:
+  """T, the frames of the clips whose spectral volumes the ``data`` config
+  block's source holds (a motion texture over them loops seamlessly)."""
+  if data_config.dir:
+    return dataset.load_clip_config(data_config.dir).num_frames
+  return data_config.synthetic.num_frames
+
+
 def normalization(data_config) -> NormalizationStats:
   """The per-frequency scales of the training data: saved beside a prepared
   data set, or, for synthetic scenes, measured streaming over the first

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spectral_jax.data import dataset, sources
+from spectral_jax.data import sources
 from spectral_jax.diffusion.motion import image_to_unit
 from spectral_jax.models.renderer import Renderer
 from spectral_jax.models.vgg16 import load_vgg16
@@ -58,13 +58,6 @@ def load_renderer(workdir, mesh=None) -> tuple[Renderer, float]:
     raise ValueError(f"{workdir} is a {config.stage!r} run, not a renderer run")
   renderer, _, stats = checkpoint.load_model(workdir, build_renderer, mesh)
   return renderer, float(stats["metric_scale"])
-
-
-def clip_frames(data_config) -> int:
-  """T, the frames of the clips whose spectral volumes the data holds."""
-  if data_config.dir:
-    return dataset.load_clip_config(data_config.dir).num_frames
-  return data_config.synthetic.num_frames
 
 
 def spectral_metric(spectral_px, num_frames: int, scale):
@@ -107,7 +100,7 @@ class RendererTask:
 
   def __init__(self, config, mesh):
     self.config, self.mesh = config, mesh
-    self.num_frames = clip_frames(config.data)
+    self.num_frames = sources.clip_frames(config.data)
     self.normalization = sources.normalization(config.data)
     vgg = load_vgg16(dtype=jnp.dtype(config.dtype))
     self.vgg_graphdef, vgg_params = nnx.split(vgg, nnx.Param)

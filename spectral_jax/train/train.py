@@ -183,17 +183,18 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
           records.append(record)
           bar.set_postfix(loss=f"{record['loss']:.4g}")
       aside = time.perf_counter()
-      if config.eval_every and (step % config.eval_every == 0 or last):
-        evaluation = {f"eval/{name}": value for name, value in task.evaluate(
-            graphdef, state["params"], state["constants"]).items()}
-        writer.write(step, evaluation)
-        records.append({"step": step, **evaluation})
+      # Saved before evaluating, so that a failing evaluation loses no training.
       stop = mngr.reached_preemption(step)
       if step % config.checkpoint_every == 0 or last or stop:
         checkpoint.save(mngr, step, params=state["params"], opt_state=state["opt_state"],
                         data=batches.get_state(), config=config,
                         stats=task.stats(graphdef, state["params"], state["constants"]),
                         force=True)
+      if config.eval_every and (step % config.eval_every == 0 or last) and not stop:
+        evaluation = {f"eval/{name}": value for name, value in task.evaluate(
+            graphdef, state["params"], state["constants"]).items()}
+        writer.write(step, evaluation)
+        records.append({"step": step, **evaluation})
       excluded += time.perf_counter() - aside
       bar.update(1)
       if stop:
