@@ -2,6 +2,8 @@
 
   python tools/benchmark.py data [--videos 2 --video-frames 300 --workers 2]
   python tools/benchmark.py splat [--channels 64 --rounds 10]
+  python tools/benchmark.py train [--variants tiny --steps 3]
+  python tools/benchmark.py render [--frames 150]
 
 ``data``: data-preparation throughput at 256x160 in clip frames per second,
 end to end (decode, flow, filters, FFT, statistics, TFDS write), with a
@@ -15,6 +17,22 @@ collisions and targets outside the image; prints the speed-up and the largest
 difference relative to the largest output (fails above 1e-4). Both run
 with the threads JAX uses. Needs ``pip install torch==2.13.0`` (never a
 project dependency).
+
+``train``: training examples per second of every stage (vae, ldm_pretrain,
+ldm_freq_attn, renderer) at the ``tiny`` and ``paper`` shapes, each run for a
+few steps through the real loop (`spectral_jax.train.train.run`, on
+synthetic scenes; the paper shapes with a small batch on a CPU); the
+compiled step's memory is printed by the loop. Then DDIM sampling seconds
+per picture at 50 and 250 steps with the stage-2 model, and the network
+evaluations per picture (one batched call for all K frequencies per step).
+Paper-shape sampling on a CPU is timed at a few steps and extrapolated
+linearly (marked so). ``--variants tiny,paper`` adds the paper shapes (batch
+2): meant for an accelerator; on a 2-core CPU the paper VAE's step (2 examples, 8
+frequency maps of 256x160) needs 18 GiB and several minutes.
+
+``render``: frames per second of the full renderer (`render_frames`,
+batches of 8) at 256x160 and 512x288 with the paper's network, and the peak
+memory (RSS) of rendering a 150-frame video.
 """
 
 from __future__ import annotations
@@ -32,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 SIZE = (256, 160)
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 CLIP_FRAMES = 150
 
 
@@ -199,6 +218,96 @@ def _splat_benchmark(args) -> None:
       raise SystemExit(f"softmax_splat and the PyTorch reference disagree at {width}x{height}")
 
 
+def _load_config(stage: str, variant: str, **overrides):
+  from spectral_jax.train.config_base import load_config_file
+  return load_config_file(CONFIGS / f"{stage}.py", variant, overrides)
+
+
+def _train_benchmark(args) -> None:
+  import jax
+  from spectral_jax.diffusion import eps_calls_per_sample, motion
+  from spectral_jax.train import train
+  from spectral_jax.train.ldm import load_motion_model
+  workdir = Path(tempfile.mkdtemp(prefix="bench_train_"))
+  try:
+    for variant in args.variants.split(","):
+      tiny = variant == "tiny"
+      # Paper shapes on a CPU: a couple of examples per step is all it fits.
+      common = {"num_steps": args.steps, "log_every": 1, "eval_every": 0,
+                "checkpoint_every": args.steps, "data.synthetic.stats_examples": 8,
+                "eval.whiten_batches": 1}
+      batch = {} if tiny else {"batch_size": 2}
+      runs = {}
+      for stage in ("vae", "ldm_pretrain", "ldm_freq_attn", "renderer"):
+        overrides = dict(common, **batch)
+        if stage.startswith("ldm"):
+          overrides["vae_from"] = str(runs["vae"])
+        if stage == "ldm_freq_attn":
+          overrides["init_from"] = str(runs["ldm_pretrain"])
+        run = workdir / f"{variant}_{stage}"
+        config = _load_config(stage, variant, **overrides)
+        records = train.run(config, run, progress=False)
+        runs[stage] = run
+        print(f"{variant:5s} {stage:14s} batch {config.batch_size:3d}: "
+              f"{records[-1]['examples_per_s']:8.2f} examples/s", flush=True)
+
+      model = load_motion_model(runs["ldm_freq_attn"])
+      data = model.config.data
+      image = motion.image_to_unit(np.zeros((1, data.height, data.width, 3), np.uint8))
+      timed = (50, 250) if tiny else (2, 4)
+      seconds = {}
+      for num_steps in timed:
+        sample = model.sampler(num_steps=num_steps)
+        sample(image, jax.random.key(0)).block_until_ready()
+        seconds[num_steps] = _rate(lambda: sample(image, jax.random.key(1)).block_until_ready(),
+                                   1)
+      if not tiny:  # t(S) = a + b S through the two timings.
+        per_step = (seconds[timed[1]] - seconds[timed[0]]) / (timed[1] - timed[0])
+        fixed = seconds[timed[0]] - per_step * timed[0]
+        seconds = {s: fixed + per_step * s for s in (50, 250)}
+      how = "measured" if tiny else f"extrapolated from {timed[0]} and {timed[1]} steps"
+      for num_steps in (50, 250):
+        print(f"{variant:5s} DDIM {num_steps:3d} steps, K={data.num_freqs}: "
+              f"{seconds[num_steps]:8.2f} s per picture ({how}); "
+              f"{eps_calls_per_sample(num_steps)} network calls on [1, {data.num_freqs}, ...]",
+              flush=True)
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _render_benchmark(args) -> None:
+  from spectral_jax.models.renderer import Renderer
+  from flax import nnx
+  from spectral_jax.render.frames import render_frames
+  config = _load_config("renderer", "paper")
+  renderer = Renderer(**config.model.to_dict(), rngs=nnx.Rngs(0))
+  print(f"render_frames, the paper's renderer, batches of {args.batch_size}:")
+  for width, height in (SIZE, (512, 288)):
+    y, x = np.mgrid[:height, :width] / np.float32([[[height]], [[width]]])
+    times = np.arange(args.frames, dtype=np.float32)[:, None, None]
+    # A swaying wave of up to 4 px.
+    motion = np.stack([4 * np.sin(2 * np.pi * (x + times / 30)),
+                       2 * np.cos(2 * np.pi * (y + times / 45))], -1).astype(np.float32)
+    image = np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8)
+    render_frames(renderer, image, motion[:args.batch_size], batch_size=args.batch_size,
+                  progress=False)  # Compiles.
+    start = time.perf_counter()
+    render_frames(renderer, image, motion, batch_size=args.batch_size, progress=False)
+    seconds = time.perf_counter() - start
+    print(f"  {width}x{height}: {args.frames / seconds:6.2f} frames/s "
+          f"({args.frames} frames in {seconds:.1f} s)", flush=True)
+  probe = ("import numpy as np; from flax import nnx; import sys; sys.path.insert(0, 'tools');"
+           "import benchmark as b; from spectral_jax.models.renderer import Renderer;"
+           "from spectral_jax.render.frames import render_frames;"
+           "c = b._load_config('renderer', 'paper');"
+           "r = Renderer(**c.model.to_dict(), rngs=nnx.Rngs(0));"
+           f"m = np.zeros(({args.frames}, 160, 256, 2), np.float32) + 1.5;"
+           "render_frames(r, np.zeros((160, 256, 3), np.uint8), m, progress=False)")
+  _, peak = _measured([sys.executable, "-c", probe])
+  print(f"  peak RSS rendering {args.frames} frames at 256x160 (start-up included): "
+        f"{peak:.0f} MiB")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,6 +322,15 @@ def main() -> None:
   splat.add_argument("--rounds", type=int, default=10,
                      help="timed calls of each implementation, interleaved; best counts")
   splat.set_defaults(run=_splat_benchmark)
+  train = sections.add_parser("train", help="training examples/s per stage; DDIM sampling")
+  train.add_argument("--variants", default="tiny", help="comma-separated: tiny, paper")
+  train.add_argument("--steps", type=int, default=3,
+                     help="training steps per stage; the last one is timed")
+  train.set_defaults(run=_train_benchmark)
+  render = sections.add_parser("render", help="renderer frames/s and memory")
+  render.add_argument("--frames", type=int, default=150)
+  render.add_argument("--batch-size", type=int, default=8)
+  render.set_defaults(run=_render_benchmark)
   args = parser.parse_args()
   args.run(args)
 
