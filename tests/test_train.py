@@ -92,6 +92,20 @@ def test_stage2_starts_as_stage1(one_device_runs):
   np.testing.assert_array_equal(predictions[0], predictions[1])
 
 
+def test_trained_models_load_and_other_stages_are_refused(one_device_runs):
+  """`load_motion_model` rebuilds a run's U-Net and its VAE; pointing a
+  loader at another stage's run is a clear error."""
+  out, _ = one_device_runs
+  from spectral_jax.train.ldm import load_motion_model, load_vae
+  model = load_motion_model(out / "ldm_freq_attn")
+  assert model.config.stage == "ldm_freq_attn"
+  assert len(model.normalization.scales) == model.config.data.num_freqs
+  with pytest.raises(ValueError, match="'ldm_pretrain' run, not one of \\('vae',\\)"):
+    load_vae(out / "ldm_pretrain", None)
+  with pytest.raises(ValueError, match="'vae' run"):
+    load_motion_model(out / "vae")
+
+
 def test_resume_gives_the_same_losses(tmp_path):
   config = train_configs.load_config("vae")
   config.num_steps, config.checkpoint_every, config.eval_every = 4, 2, 0

@@ -96,19 +96,24 @@ def load_params(workdir, abstract_params, step: int | None = None):
   return restored["params"]
 
 
-def load_model(workdir, build, mesh=None):
+def load_model(workdir, build, stages: tuple[str, ...], mesh=None):
   """A finished run's model, rebuilt from its saved config and loaded with
   its latest parameters, replicated over ``mesh`` (default: one device).
 
   Args:
     workdir: the run's directory.
     build: ``(config, rngs) -> nnx.Module``, the stage's model builder.
+    stages: the stages whose runs ``build`` can rebuild.
     mesh: where the parameters go.
   Returns:
     ``(model, config, stats)``.
+  Raises:
+    ValueError: the run is of another stage.
   """
-  mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
   config, stats, step = read_config(workdir)
+  if config.stage not in stages:
+    raise ValueError(f"{workdir} is a {config.stage!r} run, not one of {stages}")
+  mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(config, nnx.Rngs(0))), nnx.Param)
   abstract = nnx.to_pure_dict(abstract)
   target = with_shardings(abstract, sharding.tree_shardings(abstract, mesh, min_size=None))

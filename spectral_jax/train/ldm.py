@@ -45,9 +45,7 @@ def load_vae(workdir, mesh):
   finished VAE run."""
   if not workdir:
     raise ValueError("the LDM stages need a trained VAE: --config.vae_from=VAE_WORKDIR")
-  vae, config, stats = checkpoint.load_model(workdir, build_vae, mesh)
-  if config.stage != "vae":
-    raise ValueError(f"{workdir} is a {config.stage!r} run, not a VAE run")
+  vae, _, stats = checkpoint.load_model(workdir, build_vae, ("vae",), mesh)
   latent = {name: np.asarray(stats["latent"][name], np.float32) for name in ("mean", "std")}
   return vae, NormalizationStats.from_json(stats["normalization"]), latent
 
@@ -90,10 +88,8 @@ class MotionModel:
 def load_motion_model(workdir, mesh=None) -> MotionModel:
   """The latest checkpoint of an ``ldm_pretrain`` or ``ldm_freq_attn`` run
   (and the VAE it was trained with), on ``mesh`` (default: one device)."""
-  config, _, _ = checkpoint.read_config(workdir)
-  if config.stage not in ("ldm_pretrain", "ldm_freq_attn"):
-    raise ValueError(f"{workdir} is a {config.stage!r} run, not a motion diffusion run")
-  unet, config, _ = checkpoint.load_model(workdir, build_unet, mesh)
+  unet, config, _ = checkpoint.load_model(workdir, build_unet,
+                                          ("ldm_pretrain", "ldm_freq_attn"), mesh)
   vae, normalization, latent = load_vae(config.vae_from, mesh)
   return MotionModel(unet, vae, {name: jnp.asarray(value) for name, value in latent.items()},
                      normalization, diffusion.make_schedule(**config.diffusion.schedule.to_dict()),

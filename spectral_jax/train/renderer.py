@@ -53,10 +53,7 @@ def build_renderer(config, rngs: nnx.Rngs) -> Renderer:
 def load_renderer(workdir, mesh=None) -> tuple[Renderer, float]:
   """The renderer of a finished ``renderer`` run and the splatting metric
   scale it was trained with (`render_frames` takes both)."""
-  config, _, _ = checkpoint.read_config(workdir)
-  if config.stage != "renderer":
-    raise ValueError(f"{workdir} is a {config.stage!r} run, not a renderer run")
-  renderer, _, stats = checkpoint.load_model(workdir, build_renderer, mesh)
+  renderer, _, stats = checkpoint.load_model(workdir, build_renderer, ("renderer",), mesh)
   return renderer, float(stats["metric_scale"])
 
 
