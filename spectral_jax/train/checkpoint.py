@@ -24,7 +24,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from spectral_jax.train import sharding
+from spectral_jax.train import modules, sharding
 
 CHECKPOINT_DIR = "checkpoints"
 ARRAY_ITEMS = ("params", "opt_state")
@@ -114,10 +114,9 @@ def load_model(workdir, build, stages: tuple[str, ...], mesh=None):
   if config.stage not in stages:
     raise ValueError(f"{workdir} is a {config.stage!r} run, not one of {stages}")
   mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(config, nnx.Rngs(0))), nnx.Param)
-  abstract = nnx.to_pure_dict(abstract)
+  graphdef, abstract = modules.abstract_split(lambda: build(config, nnx.Rngs(0)))
   target = with_shardings(abstract, sharding.tree_shardings(abstract, mesh, min_size=None))
-  model = nnx.merge(graphdef, nnx.State(load_params(workdir, target, step)))
+  model = modules.merge(graphdef, load_params(workdir, target, step))
   return model, config, stats
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from spectral_jax.data.pipeline import ShardedBatches, normalized_spectral
-from spectral_jax.train import sharding
+import jax
 
-__all__ = ["eval_batches", "normalized_spectral", "train_batches"]
+from spectral_jax.data.pipeline import ShardedBatches
+from spectral_jax.train import sharding
 
 
 def train_batches(source, config, transform, process_index: int,
@@ -22,7 +22,6 @@ def train_batches(source, config, transform, process_index: int,
 def eval_batches(source, config, transform, mesh, num_batches: int) -> Iterator[dict]:
   """The first ``num_batches`` batches of a held-out ``source``, in order, as
   global arrays on ``mesh`` (fewer if the source is short)."""
-  import jax
   batches = ShardedBatches(source, global_batch_size=config.batch_size, seed=0, shuffle=False,
                            process_index=jax.process_index(),
                            process_count=jax.process_count(), transform=transform,

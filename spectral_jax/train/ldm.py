@@ -25,10 +25,11 @@ from flax import nnx
 
 from spectral_jax import diffusion
 from spectral_jax.data import sources
+from spectral_jax.data.pipeline import normalized_spectral
 from spectral_jax.diffusion import motion
 from spectral_jax.models.unet import MotionUNet
 from spectral_jax.motion.normalize import NormalizationStats, denormalize
-from spectral_jax.train import checkpoint
+from spectral_jax.train import checkpoint, modules
 from spectral_jax.train import data as train_data
 from spectral_jax.train.vae import build_vae
 
@@ -73,13 +74,13 @@ class MotionModel:
     """Jitted ``(image [B, H, W, 3] in [-1, 1], rng) -> [B, K, H, W, 4]``
     with ``options`` of `sample` fixed; the networks' parameters are
     arguments of the compiled function, not constants baked into it."""
-    unet_graph, unet_params = nnx.split(self.unet)
-    vae_graph, vae_params = nnx.split(self.vae)
+    unet_graph, unet_params = modules.split_params(self.unet)
+    vae_graph, vae_params = modules.split_params(self.vae)
 
     @jax.jit
     def run(unet_params, vae_params, image, rng):
-      model = dataclasses.replace(self, unet=nnx.merge(unet_graph, unet_params),
-                                  vae=nnx.merge(vae_graph, vae_params))
+      model = dataclasses.replace(self, unet=modules.merge(unet_graph, unet_params),
+                                  vae=modules.merge(vae_graph, vae_params))
       return model.sample(image, rng, **options)
 
     return lambda image, rng: run(unet_params, vae_params, image, rng)
@@ -102,14 +103,12 @@ class LDMTask:
     self.config, self.mesh = config, mesh
     self.joint = config.stage == "ldm_freq_attn"
     vae, self.normalization, self.latent_stats = load_vae(config.vae_from, mesh)
-    self.vae_graphdef, vae_params = nnx.split(vae, nnx.Param)
-    self._vae_params = nnx.to_pure_dict(vae_params)
+    self.vae_graphdef, self._vae_params = modules.split_params(vae)
     if len(self.normalization.scales) != config.data.num_freqs:
       raise ValueError(f"the VAE was trained on K={len(self.normalization.scales)} "
                        f"frequencies, this config has data.num_freqs={config.data.num_freqs}")
     self.schedule = diffusion.make_schedule(**config.diffusion.schedule.to_dict())
-    self._transform = train_data.normalized_spectral(self.normalization,
-                                                    ("image", "spectral_volume"))
+    self._transform = normalized_spectral(self.normalization, ("image", "spectral_volume"))
     self._train = sources.open_source(config.data, "train")
     self._test = sources.open_source(config.data, "test")
 
@@ -120,7 +119,7 @@ class LDMTask:
     return {"vae": self._vae_params, "latent": self.latent_stats}
 
   def _vae(self, constants):
-    return nnx.merge(self.vae_graphdef, nnx.State(constants["vae"]))
+    return modules.merge(self.vae_graphdef, constants["vae"])
 
   def loss(self, model, constants, batch, rng):
     spectral = batch["spectral_volume"]  # [B, K, H, W, 4] normalized
@@ -156,7 +155,7 @@ class LDMTask:
 
     @jax.jit
     def errors(params, constants, batch, rng):
-      unet = nnx.merge(graphdef, nnx.State(params))
+      unet = modules.merge(graphdef, params)
       sampled = motion.sample_spectral(
           unet, self._vae(constants), constants["latent"], self.schedule,
           motion.image_to_unit(batch["image"]), rng, num_freqs=self.config.data.num_freqs,

@@ -37,7 +37,7 @@ from spectral_jax.motion.spectral import from_real_layout, motion_texture
 from spectral_jax.render import metrics
 from spectral_jax.render.losses import l1_loss, perceptual_loss
 from spectral_jax.render.splat import motion_metric, softmax_splat
-from spectral_jax.train import checkpoint
+from spectral_jax.train import checkpoint, modules
 from spectral_jax.train import data as train_data
 
 # Fields of an example the renderer uses; the float16 ones go to the device
@@ -100,8 +100,7 @@ class RendererTask:
     self.num_frames = sources.clip_frames(config.data)
     self.normalization = sources.normalization(config.data)
     vgg = load_vgg16(dtype=jnp.dtype(config.dtype))
-    self.vgg_graphdef, vgg_params = nnx.split(vgg, nnx.Param)
-    self._vgg_params = nnx.to_pure_dict(vgg_params)
+    self.vgg_graphdef, self._vgg_params = modules.split_params(vgg)
     self._train = sources.open_source(config.data, "train")
     self._test = sources.open_source(config.data, "test")
 
@@ -112,7 +111,7 @@ class RendererTask:
     return {"vgg": self._vgg_params}
 
   def _vgg(self, constants):
-    return nnx.merge(self.vgg_graphdef, nnx.State(constants["vgg"]))
+    return modules.merge(self.vgg_graphdef, constants["vgg"])
 
   def _metric(self, batch):
     spectral = batch["spectral_volume"].astype(jnp.float32)
@@ -145,7 +144,7 @@ class RendererTask:
 
     @jax.jit
     def scores(params, constants, batch, frame_index):
-      renderer = nnx.merge(graphdef, nnx.State(params))
+      renderer = modules.merge(graphdef, params)
       vgg = self._vgg(constants)
       picture = image_to_unit(batch["image"])
       index = jnp.full(picture.shape[:1], frame_index, jnp.int32)

@@ -30,7 +30,7 @@ import optax
 import tqdm
 from flax import nnx
 
-from spectral_jax.train import checkpoint, sharding, stages
+from spectral_jax.train import checkpoint, modules, sharding, stages
 from spectral_jax.train.metrics import MetricWriter
 from spectral_jax.train.optimizer import (FROZEN, learning_rate_schedule, make_optimizer,
                                           trainable_labels)
@@ -40,28 +40,12 @@ class TrainingDiverged(RuntimeError):
   """The loss became NaN or infinite; the message says where and what is kept."""
 
 
-def abstract_model(task, seed: int):
-  """(graphdef, abstract params pure dict) of the task's model, without
-  allocating it."""
-  model = nnx.eval_shape(lambda: task.make_model(nnx.Rngs(seed)))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  if jax.tree.leaves(rest):
-    raise TypeError("models must hold only nnx.Param variables (no BatchNorm statistics, "
-                    f"no stored RNG state); found {jax.tree.map(jnp.shape, rest)}")
-  return graphdef, nnx.to_pure_dict(params)
-
-
-def merge(graphdef, params: dict) -> nnx.Module:
-  """The model from its graph and a pure dict of parameters (inside jit)."""
-  return nnx.merge(graphdef, nnx.State(params))
-
-
 def make_train_step(graphdef, task, tx: optax.GradientTransformation, labels,
                     learning_rate: optax.Schedule):
   """Pure ``train_step(state, batch, rng) -> (state, metrics)``."""
 
   def loss_fn(params, constants, batch, rng):
-    return task.loss(merge(graphdef, params), constants, batch, rng)
+    return task.loss(modules.merge(graphdef, params), constants, batch, rng)
 
   def train_step(state, batch, rng):
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -96,7 +80,8 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
   task = stages.make_task(config, mesh)
 
   # Abstract model, optimizer, shardings: shapes only, nothing allocated.
-  graphdef, abstract_params = abstract_model(task, config.seed)
+  graphdef, abstract_params = modules.abstract_split(
+      lambda: task.make_model(nnx.Rngs(config.seed)))
   labels = trainable_labels(abstract_params, config.trainable)
   tx = make_optimizer(config.optimizer, abstract_params, config.trainable)
   abstract_opt_state = jax.eval_shape(tx.init, abstract_params)
@@ -117,8 +102,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
   batches = task.train_batches(jax.process_index(), jax.process_count())
   if resume_step is None:
     def init(seed):
-      params = nnx.to_pure_dict(nnx.state(task.make_model(nnx.Rngs(seed)), nnx.Param))
-      return params
+      return modules.split_params(task.make_model(nnx.Rngs(seed)))[1]
     params = jax.jit(init, out_shardings=shardings["params"], static_argnums=0)(config.seed)
     if config.init_from:
       params = checkpoint.load_into(config.init_from, params, shardings["params"])

@@ -15,9 +15,11 @@ import numpy as np
 from flax import nnx
 
 from spectral_jax.data import sources
+from spectral_jax.data.pipeline import normalized_spectral
 from spectral_jax.models.vae import SpectralVAE, vae_loss
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.train import data as train_data
+from spectral_jax.train import modules
 
 
 def build_vae(config, rngs: nnx.Rngs) -> SpectralVAE:
@@ -44,7 +46,7 @@ class VAETask:
   def __init__(self, config, mesh):
     self.config, self.mesh = config, mesh
     self.normalization = sources.normalization(config.data)
-    self._transform = train_data.normalized_spectral(self.normalization, ("spectral_volume",))
+    self._transform = normalized_spectral(self.normalization, ("spectral_volume",))
     self._train = sources.open_source(config.data, "train")
     self._test = sources.open_source(config.data, "test")
 
@@ -76,7 +78,7 @@ class VAETask:
 
     @jax.jit
     def errors(params, batch):
-      model = nnx.merge(graphdef, nnx.State(params))
+      model = modules.merge(graphdef, params)
       target = batch["spectral_volume"]  # [B, K, H, W, 4]
       mean, _ = model.encode(frequency_maps(target))
       recon = model.decode(mean).reshape(target.shape)
@@ -109,7 +111,7 @@ class VAETask:
 
     @jax.jit
     def moments(params, batch):
-      model = nnx.merge(graphdef, nnx.State(params))
+      model = modules.merge(graphdef, params)
       mean, _ = model.encode(frequency_maps(batch["spectral_volume"]))
       axes = tuple(range(mean.ndim - 1))
       return mean.mean(axes), (mean ** 2).mean(axes)
