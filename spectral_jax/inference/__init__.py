@@ -1,0 +1,3 @@
+"""Animating pictures with trained models, apart from training: loading runs
+and exports, sampling spectral volumes, motion textures, interactive
+dynamics, rendering."""
