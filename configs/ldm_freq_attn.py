@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ml_collections
 
-from spectral_jax.train.config_base import load_config_file
+from spectral_jax.config_base import load_config_file
 
 
 def get_config(variant: str = "paper") -> ml_collections.ConfigDict:

@@ -12,7 +12,7 @@ Adam, learning rate 5e-5, batch 96, 750K steps; DDIM with 250 steps.
 
 import ml_collections
 
-from spectral_jax.train.config_base import base_config
+from spectral_jax.config_base import base_config
 
 
 def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
@@ -36,6 +36,13 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       # Probability of dropping the picture, for classifier-free guidance.
       "cond_drop": 0.1,
   })
+  # What `spectral-jax animate` samples with unless told otherwise: DDIM
+  # steps and eta, classifier-free guidance w, and for --loop the
+  # self-guidance weight u and self-recurrence iterations (the paper: 250
+  # steps, w = 1.75, u = 200, 2 iterations).
+  config.sampling = ml_collections.ConfigDict({
+      "num_steps": 25 if tiny else 250, "eta": 0.0, "guidance_scale": 1.75,
+      "loop_weight": 200.0, "recurrence_steps": 2})
   config.eval.ddim_steps = 25 if tiny else 250
   config.eval.guidance_scale = 0.0
   config.eval.num_batches = 1 if tiny else 4

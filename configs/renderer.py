@@ -16,7 +16,7 @@ The ``hires`` variant fine-tunes a ``paper`` run at 512x288
 
 import ml_collections
 
-from spectral_jax.train.config_base import base_config
+from spectral_jax.config_base import base_config
 
 
 def get_config(variant: str = "paper") -> ml_collections.ConfigDict:

@@ -9,7 +9,7 @@ channels, multipliers (1, 2, 4), i.e. 4x downsampling (64x40 latents at
 
 import ml_collections
 
-from spectral_jax.train.config_base import base_config
+from spectral_jax.config_base import base_config
 
 
 def get_config(variant: str = "paper") -> ml_collections.ConfigDict:

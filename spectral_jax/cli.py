@@ -1,12 +1,14 @@
-"""The `spectral-jax` command.
+"""The `spectral-jax` command: parses the command line and hands it to the
+command's module in `spectral_jax.apps` (``run(args)``).
 
-Each subcommand imports what it needs when it runs, so `spectral-jax --help`
+Each command's module is imported only when it runs, so `spectral-jax --help`
 and the NumPy/OpenCV commands start fast and never load JAX.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -27,83 +29,6 @@ def _add_clip_arguments(parser: argparse.ArgumentParser, paper) -> None:
                       help="forward-backward flow consistency check (twice the flow cost)")
 
 
-def _clip_config(args, **overrides):
-  from spectral_jax.data.clips import ClipConfig
-  from spectral_jax.data.video import parse_size
-  from spectral_jax.motion.flow import FlowConfig
-  width, height = parse_size(args.size)
-  return ClipConfig(num_frames=args.frames, fps=args.fps, width=width, height=height,
-                    num_freqs=args.K,
-                    flow=FlowConfig(preset=args.preset, forward_backward=args.fb_check),
-                    **overrides)
-
-
-def _motion(args) -> None:
-  from spectral_jax.data.video import read_clip
-  from spectral_jax.motion import flow
-  from spectral_jax.motion.motion_file import Motion
-  from spectral_jax.motion.spectral import spectral_volume
-  config = _clip_config(args)
-  _check_output(args.output, (".npz",))
-  clip = read_clip(args.video, num_frames=config.num_frames, fps=config.fps,
-                   size=config.size, start_frame=args.start)
-  disp_px, consistent = flow.displacements(clip, config.flow)
-  spectral = spectral_volume(disp_px, config.num_freqs)
-  Motion(spectral, clip[0], config.fps, config.num_frames).save(args.output)
-  magnitude = flow.trajectory_magnitude(disp_px)
-  print(f"{args.output}: K={config.num_freqs} bins over {config.num_frames} frames at "
-        f"{config.fps:g} fps; mean trajectory {magnitude.mean():.2f} px, "
-        f"max {magnitude.max():.2f} px"
-        + (f"; {100 * (1 - consistent[1:].mean()):.1f}% inconsistent flow"
-           if config.flow.forward_backward else ""))
-  if args.viz:
-    from spectral_jax.motion import viz
-    written = viz.write_visualizations(args.viz, image=clip[0], disp_px=disp_px,
-                                       spectral=spectral, fps=config.fps, frames=clip)
-    print(f"{len(written)} pictures in {args.viz}")
-
-
-def _synth(args) -> None:
-  from spectral_jax.data import synthetic
-  from spectral_jax.data.video import parse_size, write_video
-  from spectral_jax.motion.motion_file import Motion
-  import tqdm
-  width, height = parse_size(args.size)
-  if args.num < 1:
-    raise ValueError(f"--num must be at least 1, got {args.num}")
-  out = Path(args.output)
-  for index in tqdm.trange(args.num, desc="synthesising", unit="video"):
-    seed = args.seed + index
-    scene = synthetic.make_scene(seed, num_frames=args.frames, height=height, width=width,
-                                 num_freqs=args.K, fps=args.fps)
-    stem = out / f"scene_{seed:05d}"
-    write_video(stem.with_suffix(".mp4"), scene.frames, args.fps)
-    Motion(scene.spectral, scene.frames[0], args.fps, args.frames).save(
-        stem.with_name(stem.name + "_motion.npz"))
-  print(f"{args.num} videos with ground-truth motion in {out}")
-
-
-def _prepare(args) -> None:
-  import json
-  from spectral_jax.data import prepare
-  config = _clip_config(args, stride=args.stride, num_render_frames=args.render_frames,
-                        static_px=args.static_px, camera_px=args.camera_px,
-                        camera_fraction=args.camera_fraction, scene_cut=args.scene_cut)
-  options = prepare.PrepareOptions(workers=args.workers, percentile=args.percentile,
-                                   test_fraction=args.test_fraction,
-                                   keep_cache=args.keep_cache)
-  report = prepare.prepare(args.videos_dir, args.output, config, options)
-  summary = {"clips": report["clips"], "dropped": report["dropped"],
-             "failed_videos": len(report["failed_videos"])}
-  state = "already prepared" if report.get("already_prepared") else "prepared"
-  print(f"{args.output}: {state}; {json.dumps(summary)}")
-
-
-def _check_output(path, suffixes) -> None:
-  if Path(path).suffix.lower() not in suffixes:
-    raise ValueError(f"output {path} must end in {' or '.join(suffixes)}")
-
-
 def build_parser() -> argparse.ArgumentParser:
   from spectral_jax.data.clips import ClipConfig
   paper = ClipConfig()  # The defaults users see are the paper's clips.
@@ -120,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
   motion.add_argument("--start", type=int, default=0, help="first frame (at --fps)")
   motion.add_argument("--viz", help="folder for pictures of the motion")
   _add_clip_arguments(motion, paper)
-  motion.set_defaults(run=_motion)
+  motion.set_defaults(app="motion")
 
   synth = commands.add_parser("synth", help="synthetic oscillating videos with ground truth")
   synth.add_argument("-o", "--output", required=True, help="output folder")
@@ -130,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
   synth.add_argument("--fps", type=float, default=paper.fps)
   synth.add_argument("--size", default=f"{paper.width}x{paper.height}", help="WIDTHxHEIGHT")
   synth.add_argument("--K", type=int, default=paper.num_freqs)
-  synth.set_defaults(run=_synth)
+  synth.set_defaults(app="synth")
 
   prepare = commands.add_parser("prepare", help="TFDS data set from a folder of videos")
   prepare.add_argument("videos_dir")
@@ -162,13 +87,80 @@ def build_parser() -> argparse.ArgumentParser:
                        help="colour-histogram change (1 - correlation) that counts as a "
                        "scene cut (default %(default)s)")
   _add_clip_arguments(prepare, paper)
-  prepare.set_defaults(run=_prepare)
+  prepare.set_defaults(app="prepare")
+
+  animate = commands.add_parser(
+      "animate", help="a video of a picture's natural motion",
+      description="Animates a picture (or every picture of a folder): predicts its spectral "
+      "volume, or takes one measured on a video (--motion), and renders the motion.")
+  animate.add_argument("image", help="a picture, or a folder of pictures")
+  animate.add_argument("-o", "--output", required=True,
+                       help="video .mp4 or .gif; a folder when IMAGE is a folder")
+  animate.add_argument("--format", choices=["mp4", "gif"], default="mp4",
+                       help="video format when IMAGE is a folder (default %(default)s)")
+  _add_model_arguments(animate)
+  animate.add_argument("--fps", type=float,
+                       help="frame rate of the video (default: the training clips')")
+  animate.add_argument("--loop", action="store_true",
+                       help="guide sampling so that the video loops seamlessly")
+  animate.add_argument("--magnify", type=float, default=1.0,
+                       help="multiply the motion by this (default %(default)s)")
+  animate.add_argument("--slowmo", type=float, default=1.0,
+                       help="S frames per frame on the same path, exact (default %(default)s)")
+  animate.add_argument("--guidance", type=float,
+                       help="classifier-free guidance scale w (default: the model's, "
+                       "the paper's 1.75)")
+  animate.add_argument("--save-motion", metavar="S.npz",
+                       help="save the spectral volume used (a folder when IMAGE is one)")
+  animate.add_argument("--viz", metavar="DIR", help="pictures of the spectral volume used")
+  animate.add_argument("--mask", metavar="M.png",
+                       help="motion only where this picture (same size as IMAGE) is white")
+  animate.add_argument("--feather", type=float, default=2.0,
+                       help="blur of the mask's edge, model pixels (default %(default)s)")
+  animate.set_defaults(app="animate")
+
+  interact = commands.add_parser(
+      "interact", help="a picture's response to pokes",
+      description="Pokes a picture: its spectral volume as a modal basis, each mode a "
+      "damped oscillator driven by the pokes.")
+  interact.add_argument("image", help="a picture")
+  interact.add_argument("-o", "--output", required=True, help="video .mp4 or .gif")
+  interact.add_argument("--poke", action="append", metavar="X,Y,DX,DY[,T]",
+                        help="push pixel (X, Y) of the picture by (DX, DY) pixels at frame T "
+                        "(default 0); repeat for several pokes")
+  interact.add_argument("--alpha", type=float, default=0.4,
+                        help="Rayleigh damping, mass term (default %(default)s)")
+  interact.add_argument("--beta", type=float, default=0.08,
+                        help="Rayleigh damping, stiffness term (default %(default)s)")
+  interact.add_argument("--strength", type=float, default=1.0,
+                        help="scale of every poke's force (default %(default)s)")
+  _add_model_arguments(interact)
+  interact.set_defaults(app="interact")
   return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+  """Options of the commands that run the trained models."""
+  parser.add_argument("--checkpoint", metavar="DIR",
+                      help="the models: a folder of training runs (a renderer run and a "
+                      "motion run; the motion run finds its VAE)")
+  parser.add_argument("--motion", metavar="S.npz",
+                      help="a spectral volume from `spectral-jax motion` instead of a "
+                      "prediction (same K and T as the model)")
+  parser.add_argument("--frames", type=int,
+                      help="frames of the video (default: T of the training clips)")
+  parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
+  parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+  parser.add_argument("--batch-size", type=int, default=8,
+                      help="frames rendered per compiled call (default %(default)s)")
+  parser.add_argument("--cache-dir", metavar="DIR",
+                      help="JAX compilation cache (default $SPECTRAL_JAX_CACHE_DIR or "
+                      "~/.cache/spectral_jax/jax)")
 
 
 def load_config_file(spec: str) -> dict:
   """``path.py[:arg]`` → the dict of ``get_config(arg)`` in that file."""
-  from spectral_jax.train.config_base import load_config_file as load
+  from spectral_jax.config_base import load_config_file as load
   path, _, arg = spec.partition(":")
   return load(path, arg or None).to_dict()
 
@@ -197,7 +189,7 @@ def main(argv=None) -> int:
     print(f"spectral-jax: error: {error}", file=sys.stderr)
     return 2
   try:
-    args.run(args)
+    importlib.import_module(f"spectral_jax.apps.{args.app}").run(args)
   # Bad input (VideoError, PrepareError and argument checks are ValueErrors)
   # and unwritable outputs get one line, not a traceback.
   except (ValueError, OSError) as error:

@@ -175,6 +175,7 @@ def test_filters_drop_static_camera_motion_and_cuts():
 
 def test_training_source_checks_the_clip_shape(data_dir):
   import ml_collections
+
   from spectral_jax.data import sources
   config = ml_collections.ConfigDict({"dir": str(data_dir), "width": CONFIG.width,
                                       "height": CONFIG.height, "num_freqs": CONFIG.num_freqs})

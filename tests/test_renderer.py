@@ -138,8 +138,13 @@ def test_render_frames_pads_the_last_batch_and_matches_frame_by_frame(trained_li
 
   metric = motion_metric(motion, 2.0)[None]
   image = jnp.asarray(picture, jnp.float32)[None] / 127.5 - 1
-  expected = np.concatenate([frames.to_uint8(_call(trained_like, image, motion[i:i + 1], metric))
-                             for i in range(num_frames)])
+  rest = _call(trained_like, image, np.zeros_like(motion[:1]), metric)
+  expected = np.concatenate([
+      frames.to_uint8(image + _call(trained_like, image, motion[i:i + 1], metric) - rest)
+      for i in range(num_frames)])
   assert np.abs(video.astype(int) - expected).max() <= 1
   assert np.mean(video != expected) < 1e-3
   assert np.abs(video.astype(int) - picture).max() > 10  # Frames move.
+  # Anchored at rest: no motion, the picture itself (the renderer alone is not).
+  np.testing.assert_array_equal(video[0], picture)
+  assert np.abs(frames.to_uint8(rest[0]).astype(int) - picture).max() > 2

@@ -18,12 +18,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from spectral_jax import checkpoint
+from spectral_jax.config_base import load_config_file
 from spectral_jax.data import sources
 from spectral_jax.motion.spectral import from_real_layout, motion_texture
 from spectral_jax.render.frames import render_frames
-from spectral_jax.train import checkpoint, metrics, train
-from spectral_jax.train.config_base import load_config_file
-from spectral_jax.train.renderer import load_renderer
+from spectral_jax.train import metrics, train
+from spectral_jax.inference.loading import load_renderer
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "renderer.py"
 
@@ -81,7 +82,8 @@ def test_trained_renderer_beats_unchanged_picture(tmp_path):
 
   # The trained renderer, loaded back, renders a held-out clip from its
   # spectral volume alone, as `animate` will.
-  renderer, metric_scale = load_renderer(tmp_path)
+  loaded = load_renderer(tmp_path)
+  renderer, metric_scale = loaded.renderer, loaded.metric_scale
   assert metric_scale == config.metric_scale
   example = sources.open_source(config.data, "test")[0]
   num_frames = config.data.synthetic.num_frames

@@ -50,7 +50,7 @@ def test_round_trip_is_exact_with_all_bins(num_frames):
   np.testing.assert_allclose(spectral.spectral_volume(texture, num_freqs), volume, atol=1e-6)
 
 
-def test_fractional_times_follow_the_cosine_and_magnify_scales_oscillation():
+def test_fractional_times_follow_the_cosine_and_velocity_its_derivative():
   num_frames, k0, amplitude = 60, 3, 2.0
   disp = _cosine_motion(num_frames, 2, 2, k0, amplitude, phase=0.4)
   volume = spectral.spectral_volume(disp, 8)
@@ -59,8 +59,28 @@ def test_fractional_times_follow_the_cosine_and_magnify_scales_oscillation():
   mean = -amplitude * np.cos(0.4)
   expected = mean + amplitude * np.cos(2 * np.pi * k0 * times / num_frames + 0.4)
   np.testing.assert_allclose(texture[:, 0, 0, 0], expected, atol=1e-5)
-  magnified = spectral.motion_texture(volume, times, num_frames, magnify=3.0)
-  np.testing.assert_allclose(magnified[:, 0, 0, 0], mean + 3 * (expected - mean), atol=1e-5)
+  rate = 2 * np.pi * k0 / num_frames
+  velocity = spectral.motion_velocity(volume, times, num_frames)
+  assert velocity.dtype == np.float32
+  np.testing.assert_allclose(velocity[:, 0, 0, 0],
+                             -amplitude * rate * np.sin(rate * times + 0.4), atol=1e-5)
+
+
+def test_animation_texture_starts_at_rest_and_magnify_scales_it():
+  """K < T/2 + 1 bins leave D(0) != 0 (the mean bin and truncation); the
+  video's texture is magnify * (D(t) - D(0)) whatever K."""
+  rng = np.random.default_rng(4)
+  disp = rng.normal(size=(30, 3, 2, 2)).astype(np.float32)
+  disp[0] = 0
+  volume = spectral.spectral_volume(disp, 5)
+  times = np.array([0.0, 0.5, 3.0, 29.0])
+  raw = spectral.motion_texture(volume, times, 30)
+  assert np.abs(raw[0]).max() > 0.1
+  for magnify in (1.0, 2.5):
+    texture = spectral.animation_texture(volume, times, 30, magnify)
+    assert texture.dtype == np.float32
+    np.testing.assert_array_equal(texture[0], 0)
+    np.testing.assert_allclose(texture, magnify * (raw - raw[:1]), atol=1e-5)
 
 
 def test_real_layout_round_trip_and_channel_order():
@@ -83,10 +103,11 @@ def test_jax_versions_jit_and_agree_with_numpy():
   assert isinstance(jax_volume, jax.Array)
   np.testing.assert_allclose(jax_volume, volume, atol=1e-5)
   times = np.array([0.0, 1.5, 7.25])
-  texture = jax.jit(lambda s, t: spectral.motion_texture(s, t, 20, magnify=2.0))(
-      jnp.asarray(volume), jnp.asarray(times))
-  np.testing.assert_allclose(texture, spectral.motion_texture(volume, times, 20, magnify=2.0),
-                             atol=1e-5)
+  for function in (spectral.motion_texture, spectral.motion_velocity,
+                   spectral.animation_texture):
+    result = jax.jit(lambda s, t: function(s, t, 20))(jnp.asarray(volume), jnp.asarray(times))
+    assert result.dtype == jnp.float32
+    np.testing.assert_allclose(result, function(volume, times, 20), atol=1e-5)
   real = jax.jit(spectral.to_real_layout)(jnp.asarray(volume))
   np.testing.assert_allclose(jax.jit(spectral.from_real_layout)(real), volume)
 

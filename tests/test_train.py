@@ -18,7 +18,8 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).parent))
 import train_configs  # noqa: E402
 
-from spectral_jax.train import checkpoint, metrics, train  # noqa: E402
+from spectral_jax import checkpoint
+from spectral_jax.train import metrics, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_stage2_freezes_stage1_bitwise(one_device_runs):
 def test_stage2_starts_as_stage1(one_device_runs):
   """Stage 2 loaded from stage 1 predicts exactly what stage 1 predicts."""
   out, _ = one_device_runs
-  from spectral_jax.train.ldm import build_unet
+  from spectral_jax.models.build import build_unet
   predictions = []
   for stage in ("ldm_pretrain", "ldm_freq_attn"):
     config = train_configs.load_config(stage)
@@ -96,7 +97,7 @@ def test_trained_models_load_and_other_stages_are_refused(one_device_runs):
   """`load_motion_model` rebuilds a run's U-Net and its VAE; pointing a
   loader at another stage's run is a clear error."""
   out, _ = one_device_runs
-  from spectral_jax.train.ldm import load_motion_model, load_vae
+  from spectral_jax.inference.loading import load_motion_model, load_vae
   model = load_motion_model(out / "ldm_freq_attn")
   assert model.config.stage == "ldm_freq_attn"
   assert len(model.normalization.scales) == model.config.data.num_freqs

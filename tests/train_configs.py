@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from spectral_jax.train.config_base import load_config_file
+from spectral_jax.config_base import load_config_file
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -29,6 +29,10 @@ def load_config(stage: str):
   config.eval.num_batches = config.eval.whiten_batches = 1
   config.optimizer.warmup_steps = 1
   model = config.model
+  if stage == "renderer":
+    model.update({"channels": (8, 16, 16, 16), "style_dim": 16, "norm_groups": 4})
+    config.data.synthetic.num_render_frames = 2
+    return config
   model.base_channels = 8
   model.num_res_blocks = 1
   if "channel_mults" in model and stage == "vae":
@@ -40,13 +44,53 @@ def load_config(stage: str):
   return config
 
 
+# The size, K and T of `train_animation_runs`: every stage must agree on them.
+ANIMATION_DATA = {"width": 48, "height": 32, "num_freqs": 4, "num_frames": 16}
+
+
+def animation_config(stage: str, steps: int):
+  """Micro config of ``stage`` at `ANIMATION_DATA`'s size, trained ``steps``
+  steps with a non-zero learning rate from the second step."""
+  config = load_config(stage)
+  data = ANIMATION_DATA
+  config.data.width, config.data.height = data["width"], data["height"]
+  config.data.num_freqs = data["num_freqs"]
+  config.data.synthetic.num_frames = data["num_frames"]
+  config.num_steps = steps
+  config.log_every = config.checkpoint_every = steps
+  config.eval_every = 0
+  if stage == "renderer":
+    config.loss.perceptual_weight = 0.0  # VGG would be most of the test's time.
+  if stage.startswith("ldm"):
+    config.sampling.num_steps = 4
+  return config
+
+
+def train_animation_runs(out_dir: Path, steps: int = 3) -> Path:
+  """All four stages trained briefly into ``out_dir/{vae,ldm1,ldm2,renderer}``
+  (the layout `animate --checkpoint out_dir` reads); returns ``out_dir``."""
+  from spectral_jax.train import train
+  runs = {"vae": out_dir / "vae", "ldm_pretrain": out_dir / "ldm1",
+          "ldm_freq_attn": out_dir / "ldm2", "renderer": out_dir / "renderer"}
+  for stage, workdir in runs.items():
+    config = animation_config(stage, steps)
+    if stage.startswith("ldm"):
+      config.vae_from = str(runs["vae"])
+    if stage == "ldm_freq_attn":
+      config.init_from = str(runs["ldm_pretrain"])
+    train.run(config, workdir, progress=False)
+  return out_dir
+
+
 def train_every_stage(out_dir: Path, mesh: dict | None = None, fsdp_min_size: int = 0) -> dict:
   """One step of vae → ldm_pretrain → ldm_freq_attn in ``out_dir``; returns
   {stage: (first loss, flat parameters)}."""
   import jax
   import numpy as np
   import orbax.checkpoint as ocp
-  from spectral_jax.train import checkpoint, metrics, train
+
+  from spectral_jax import checkpoint
+  from spectral_jax.train import metrics, train
   results = {}
   previous = {}
   for stage in ("vae", "ldm_pretrain", "ldm_freq_attn"):

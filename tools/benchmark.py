@@ -80,7 +80,9 @@ def _rate(fn, repeats: int) -> float:
 
 def _stage_breakdown(video: Path) -> None:
   import cv2
-  from spectral_jax.data import clips, video as video_io
+
+  from spectral_jax.data import clips
+  from spectral_jax.data import video as video_io
   from spectral_jax.motion import flow, normalize, spectral
   config = clips.ClipConfig()
   clip = video_io.read_clip(video, num_frames=CLIP_FRAMES, fps=30.0, size=SIZE)
@@ -109,7 +111,8 @@ def _stage_breakdown(video: Path) -> None:
 
 
 def benchmark_data(args) -> None:
-  from spectral_jax.data import synthetic, video as video_io
+  from spectral_jax.data import synthetic
+  from spectral_jax.data import video as video_io
   from spectral_jax.data.dataset import REPORT_FILE
   work = Path(tempfile.mkdtemp(prefix="spectral_jax_bench_"))
   try:
@@ -181,6 +184,7 @@ def _splat_benchmark(args) -> None:
   except ImportError:
     raise SystemExit("the splat benchmark compares with PyTorch: pip install torch==2.13.0")
   import jax
+
   from spectral_jax.render.splat import softmax_splat
   # XLA:CPU sizes its thread pool by the CPUs this process may run on.
   threads = len(os.sched_getaffinity(0))
@@ -219,15 +223,17 @@ def _splat_benchmark(args) -> None:
 
 
 def _load_config(stage: str, variant: str, **overrides):
-  from spectral_jax.train.config_base import load_config_file
+  from spectral_jax.config_base import load_config_file
   return load_config_file(CONFIGS / f"{stage}.py", variant, overrides)
 
 
 def _train_benchmark(args) -> None:
   import jax
-  from spectral_jax.diffusion import eps_calls_per_sample, motion
+
+  from spectral_jax.diffusion import eps_calls_per_sample
+  from spectral_jax.inference.loading import load_motion_model
+  from spectral_jax.inference.motion_model import SamplingOptions
   from spectral_jax.train import train
-  from spectral_jax.train.ldm import load_motion_model
   workdir = Path(tempfile.mkdtemp(prefix="bench_train_"))
   try:
     for variant in args.variants.split(","):
@@ -253,11 +259,11 @@ def _train_benchmark(args) -> None:
 
       model = load_motion_model(runs["ldm_freq_attn"])
       data = model.config.data
-      image = motion.image_to_unit(np.zeros((1, data.height, data.width, 3), np.uint8))
+      image = np.zeros((1, data.height, data.width, 3), np.uint8)
       timed = (50, 250) if tiny else (2, 4)
       seconds = {}
       for num_steps in timed:
-        sample = model.sampler(num_steps=num_steps)
+        sample = model.sampler(SamplingOptions(num_steps=num_steps))
         sample(image, jax.random.key(0)).block_until_ready()
         seconds[num_steps] = _rate(lambda: sample(image, jax.random.key(1)).block_until_ready(),
                                    1)
@@ -276,8 +282,9 @@ def _train_benchmark(args) -> None:
 
 
 def _render_benchmark(args) -> None:
-  from spectral_jax.models.renderer import Renderer
   from flax import nnx
+
+  from spectral_jax.models.renderer import Renderer
   from spectral_jax.render.frames import render_frames
   config = _load_config("renderer", "paper")
   renderer = Renderer(**config.model.to_dict(), rngs=nnx.Rngs(0))

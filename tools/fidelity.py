@@ -28,7 +28,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _config(stage: str, **overrides):
-  from spectral_jax.train.config_base import load_config_file
+  from spectral_jax.config_base import load_config_file
   return load_config_file(CONFIGS / f"{stage}.py", "tiny", overrides)
 
 
@@ -68,11 +68,12 @@ def amplitude_correlation(spectral_px: np.ndarray) -> np.ndarray:
 def joint_study(workdir: Path, vae_steps: int, ldm_steps: int, attn_steps: int,
                 num_pictures: int) -> None:
   import jax
+
   from spectral_jax.data import sources
-  from spectral_jax.diffusion import motion
+  from spectral_jax.inference.loading import load_motion_model
+  from spectral_jax.inference.motion_model import SamplingOptions
   from spectral_jax.motion.normalize import denormalize
   from spectral_jax.train import train
-  from spectral_jax.train.ldm import load_motion_model
 
   vae_dir = workdir / "vae_adaptive"
   train.run(_config("vae", num_steps=vae_steps), vae_dir)
@@ -83,7 +84,7 @@ def joint_study(workdir: Path, vae_steps: int, ldm_steps: int, attn_steps: int,
 
   test = sources.open_source(_config("vae").data, "test")
   truth = [test[i]["spectral_volume"].astype(np.float32) for i in range(num_pictures)]
-  images = motion.image_to_unit(np.stack([test[i]["image"] for i in range(num_pictures)]))
+  images = np.stack([test[i]["image"] for i in range(num_pictures)])
   off_diagonal = ~np.eye(len(truth[0]), dtype=bool)
 
   def mean_correlation(volumes):
@@ -92,7 +93,8 @@ def joint_study(workdir: Path, vae_steps: int, ldm_steps: int, attn_steps: int,
   scores = {}
   for name, run in (("independent (stage 1)", stage1), ("joint (stage 2)", stage2)):
     model = load_motion_model(run)
-    sampled = np.asarray(model.sampler()(images, jax.random.key(0)))
+    options = SamplingOptions(num_steps=model.config.eval.ddim_steps)
+    sampled = np.asarray(model.sampler(options)(images, jax.random.key(0)))
     stats = model.normalization
     sampled_px = denormalize(sampled, stats.scales, stats.power)
     difference = np.mean([np.abs(amplitude_correlation(s) - amplitude_correlation(t))[

@@ -90,12 +90,14 @@ def open_source(data_config, split: str):
       num_render_frames=synth.num_render_frames, max_amplitude_px=synth.max_amplitude_px)
 
 
-def clip_frames(data_config) -> int:
-  """T, the frames of the clips whose spectral volumes the ``data`` config
-  block's source holds (a motion texture over them loops seamlessly)."""
+def clip_timing(data_config) -> tuple[int, float]:
+  """``(T, fps)`` of the clips whose spectral volumes the ``data`` config
+  block's source holds: a motion texture over T frames loops seamlessly, and
+  bin k oscillates at ``k * fps / T`` Hz."""
   if data_config.dir:
-    return dataset.load_clip_config(data_config.dir).num_frames
-  return data_config.synthetic.num_frames
+    clip = dataset.load_clip_config(data_config.dir)
+    return clip.num_frames, float(clip.fps)
+  return data_config.synthetic.num_frames, float(data_config.synthetic.fps)
 
 
 def normalization(data_config) -> NormalizationStats:

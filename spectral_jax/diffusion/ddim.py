@@ -14,9 +14,10 @@ Conventions:
   through the network, with optional self-recurrence.
 * ``x0`` is not clipped unless asked: latents have no fixed range.
 
-The whole loop is one `jax.lax.scan`. Wrap `ddim_sample` in `jax.jit` with
-``eps_fn`` closed over (or static) and the keyword options static: called
-eagerly, the scan is retraced and recompiled on every call.
+The loop is one `jax.lax.scan` (`ddim_steps`), which may also run the plan
+in slices to show progress between them. Wrap `ddim_sample` in `jax.jit`
+with ``eps_fn`` closed over (or static) and the keyword options static:
+called eagerly, the scan is retraced and recompiled on every call.
 """
 
 from __future__ import annotations
@@ -58,11 +59,9 @@ def eps_calls_per_sample(num_steps: int, recurrence_steps: int = 1) -> int:
 
 
 def ddim_sample(eps_fn: EpsFn, schedule: Schedule, rng: jax.Array, shape: tuple[int, ...], *,
-                num_steps: int = 250, eta: float = 0.0, guidance_scale: float = 0.0,
-                guidance_loss: Callable[[jax.Array], jax.Array] | None = None,
-                guidance_weight: float | jax.Array = 0.0, recurrence_steps: int = 1,
-                clip_x0: float | None = None) -> jax.Array:
-  """Samples clean latents ``z0`` ``[B, ...]`` = ``shape`` by DDIM.
+                num_steps: int = 250, **options) -> jax.Array:
+  """Samples clean latents ``z0`` ``[B, ...]`` = ``shape`` by DDIM: `ddim_start`
+  then every step in one `ddim_steps` scan.
 
   Args:
     eps_fn: the noise predictor, see `EpsFn`.
@@ -70,6 +69,44 @@ def ddim_sample(eps_fn: EpsFn, schedule: Schedule, rng: jax.Array, shape: tuple[
     rng: PRNG key; the same key gives the same samples whatever the guidance.
     shape: ``(B, ...)`` latent shape, static.
     num_steps: S <= N sampling steps, static.
+    **options: of `ddim_steps`.
+  Returns:
+    ``[B, ...]`` float32 clean latents.
+  """
+  z, plan = ddim_start(schedule, rng, shape, num_steps)
+  return ddim_steps(eps_fn, schedule, z, plan, **options)
+
+
+def ddim_start(schedule: Schedule, rng: jax.Array, shape: tuple[int, ...],
+               num_steps: int) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+  """The starting noise ``z_T`` ``[B, ...]`` = ``shape`` and the plan of the
+  ``S`` steps: ``(t [S] int32, alphabar_t [S], alphabar_prev [S], keys [S])``.
+
+  `ddim_steps` may run the plan whole or in consecutive slices (the same
+  samples either way), e.g. to report progress between slices.
+  """
+  timesteps = ddim_timesteps(schedule.num_steps, num_steps)
+  alphabar = schedule.alphas_cumprod[timesteps]
+  alphabar_prev = jnp.concatenate([alphabar[1:], jnp.ones((1,), alphabar.dtype)])
+  init_key, loop_key = jax.random.split(rng)
+  z = jax.random.normal(init_key, shape, jnp.float32)
+  return z, (jnp.asarray(timesteps), alphabar, alphabar_prev,
+             jax.random.split(loop_key, num_steps))
+
+
+def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.Array, ...], *,
+               eta: float = 0.0, guidance_scale: float = 0.0,
+               guidance_loss: Callable[[jax.Array], jax.Array] | None = None,
+               guidance_weight: float | jax.Array = 0.0, recurrence_steps: int = 1,
+               clip_x0: float | None = None) -> jax.Array:
+  """Runs the steps of ``plan`` (all of `ddim_start`'s, or a slice) from
+  latents ``z`` ``[B, ...]``, in one `jax.lax.scan`.
+
+  Args:
+    eps_fn: the noise predictor, see `EpsFn`.
+    schedule: the training noise schedule (N timesteps).
+    z: ``[B, ...]`` float32 latents at the plan's first timestep.
+    plan: ``(t, alphabar, alphabar_prev, keys)``, each ``[S']``.
     eta: static in [0, 1]; 0 is deterministic DDIM, 1 adds the ancestral
       (DDPM posterior) noise.
     guidance_scale: classifier-free guidance ``w``, a static Python number.
@@ -84,16 +121,15 @@ def ddim_sample(eps_fn: EpsFn, schedule: Schedule, rng: jax.Array, shape: tuple[
     clip_x0: if set, clip ``x0`` to ``[-clip_x0, clip_x0]`` and take the
       noise consistent with it.
   Returns:
-    ``[B, ...]`` float32 clean latents.
+    ``[B, ...]`` float32 latents after the plan's last step (clean latents
+    after the whole plan).
   """
   if not 0.0 <= eta <= 1.0:
     raise ValueError(f"eta must be in [0, 1], got {eta}")
   if recurrence_steps < 1:
     raise ValueError(f"recurrence_steps must be >= 1, got {recurrence_steps}")
+  shape = z.shape
   batch = shape[0]
-  timesteps = ddim_timesteps(schedule.num_steps, num_steps)
-  alphabar = schedule.alphas_cumprod[timesteps]
-  alphabar_prev = jnp.concatenate([alphabar[1:], jnp.ones((1,), alphabar.dtype)])
 
   def guided_eps(z, t):
     """``[B, ...]`` classifier-free guided noise at ``t`` ``[B]``."""
@@ -146,8 +182,5 @@ def ddim_sample(eps_fn: EpsFn, schedule: Schedule, rng: jax.Array, shape: tuple[
       return step(z, t, a, a_prev, key), None
     return recurrent_step(z, t, a, a_prev, key), None
 
-  init_key, loop_key = jax.random.split(rng)
-  z = jax.random.normal(init_key, shape, jnp.float32)
-  xs = (jnp.asarray(timesteps), alphabar, alphabar_prev, jax.random.split(loop_key, num_steps))
-  z0, _ = jax.lax.scan(body, z, xs)
-  return z0
+  z, _ = jax.lax.scan(body, z, plan)
+  return z

@@ -39,36 +39,49 @@ def decode(vae, latent_stats: Mapping[str, jax.Array], z: jax.Array) -> jax.Arra
   return spectral.reshape((batch, num_freqs) + spectral.shape[1:])
 
 
+def conditional_eps(unet, image: jax.Array, num_freqs: int):
+  """The `ddim.EpsFn` of ``unet`` for pictures ``image`` ``[B, H, W, 3]`` in
+  [-1, 1], all K frequencies of each denoised together: latents
+  ``[B, K, h, w, C]`` (``[2B, ...]`` with classifier-free guidance, whose
+  second half sees the same pictures, masked)."""
+  batch = image.shape[0]
+  freq_index = jnp.broadcast_to(jnp.arange(num_freqs, dtype=jnp.int32), (batch, num_freqs))
+
+  def eps_fn(z_t, t, cond_mask):
+    repeats = z_t.shape[0] // batch
+    return unet(z_t, t, jnp.tile(image, (repeats, 1, 1, 1)),
+                jnp.tile(freq_index, (repeats, 1)), cond_mask)
+
+  return eps_fn
+
+
+def on_latents(loss: Callable[[jax.Array], jax.Array], vae,
+               latent_stats: Mapping[str, jax.Array]):
+  """A loss of normalized spectral volumes ``[B, K, H, W, 4]`` as a loss of
+  the whitened latents they decode from (DDIM's guidance loss)."""
+  return lambda z0: loss(decode(vae, latent_stats, z0))
+
+
 def sample_spectral(unet, vae, latent_stats: Mapping[str, jax.Array], schedule: Schedule,
                     image: jax.Array, rng: jax.Array, *, num_freqs: int, num_steps: int,
-                    eta: float = 0.0, guidance_scale: float = 0.0,
                     guidance_loss: Callable[[jax.Array], jax.Array] | None = None,
-                    guidance_weight: float = 0.0, recurrence_steps: int = 1) -> jax.Array:
+                    **options) -> jax.Array:
   """Normalized spectral volumes ``[B, K, H, W, 4]`` sampled for pictures
   ``image [B, H, W, 3]`` in [-1, 1].
 
   All K frequencies of a picture are denoised together: one network call per
   step on ``[B, K, h, w, C]`` (``[2B, ...]`` with classifier-free guidance).
   ``guidance_loss``, if given, is a differentiable loss of the decoded
-  normalized spectral volume ``[B, K, H, W, 4]`` (e.g. loop self-guidance).
-  Jit the caller, with the networks closed over or merged inside.
+  normalized spectral volume ``[B, K, H, W, 4]`` (e.g. loop self-guidance);
+  ``options`` go to `ddim_sample` (eta, guidance_scale, guidance_weight,
+  recurrence_steps). Jit the caller, with the networks closed over or
+  merged inside.
   """
-  batch = image.shape[0]
   factor = vae.downsample_factor
-  latent_shape = (batch, num_freqs, image.shape[1] // factor, image.shape[2] // factor,
-                  latent_stats["mean"].shape[-1])
-  freq_index = jnp.broadcast_to(jnp.arange(num_freqs, dtype=jnp.int32), (batch, num_freqs))
-
-  def eps_fn(z_t, t, cond_mask):
-    # With guidance z_t is [2B, ...]: the pictures repeat for the second half.
-    repeats = z_t.shape[0] // batch
-    return unet(z_t, t, jnp.tile(image, (repeats, 1, 1, 1)),
-                jnp.tile(freq_index, (repeats, 1)), cond_mask)
-
-  loss_on_latents = None
+  latent_shape = (image.shape[0], num_freqs, image.shape[1] // factor,
+                  image.shape[2] // factor, latent_stats["mean"].shape[-1])
   if guidance_loss is not None:
-    loss_on_latents = lambda z0: guidance_loss(decode(vae, latent_stats, z0))
-  z0 = ddim_sample(eps_fn, schedule, rng, latent_shape, num_steps=num_steps, eta=eta,
-                   guidance_scale=guidance_scale, guidance_loss=loss_on_latents,
-                   guidance_weight=guidance_weight, recurrence_steps=recurrence_steps)
+    guidance_loss = on_latents(guidance_loss, vae, latent_stats)
+  z0 = ddim_sample(conditional_eps(unet, image, num_freqs), schedule, rng, latent_shape,
+                   num_steps=num_steps, guidance_loss=guidance_loss, **options)
   return decode(vae, latent_stats, z0)

@@ -45,8 +45,8 @@ def spectral_volume(disp_px, num_freqs: int = 16):
   cos_basis = xp.asarray(np.cos(angle) / num_frames, xp.float32)
   sin_basis = xp.asarray(-np.sin(angle) / num_frames, xp.float32)
   flat = xp.asarray(disp_px, xp.float32).reshape(num_frames, -1)
-  real = (cos_basis @ flat).reshape((num_freqs,) + disp_px.shape[1:])
-  imag = (sin_basis @ flat).reshape((num_freqs,) + disp_px.shape[1:])
+  real = _matmul(xp, cos_basis, flat).reshape((num_freqs,) + disp_px.shape[1:])
+  imag = _matmul(xp, sin_basis, flat).reshape((num_freqs,) + disp_px.shape[1:])
   return (real + 1j * imag).astype(xp.complex64)
 
 
@@ -60,32 +60,77 @@ def _bin_weights(num_freqs: int, num_frames: int, xp):
   return xp.asarray(weights)
 
 
-def motion_texture(spectral, times, num_frames: int, magnify: float = 1.0):
+def _matmul(xp, a, b):
+  """``a @ b`` in full float32: on GPUs and TPUs JAX's default precision
+  rounds float32 matmul inputs (TF32 / bfloat16), ~1e-3 relative here."""
+  if xp is np:
+    return a @ b
+  import jax
+  return xp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def _fourier_sum(spectral, cos_basis, sin_basis):
+  """``Re(sum_k S_k (cos + i sin)_{nk})`` = ``[N, H, W, 2]`` float32 for
+  ``[N, K]`` bases: two real matmuls instead of a complex one."""
+  xp = array_module(spectral)
+  shape = spectral.shape
+  re = xp.real(spectral).astype(xp.float32).reshape(shape[0], -1)
+  im = xp.imag(spectral).astype(xp.float32).reshape(shape[0], -1)
+  real = _matmul(xp, cos_basis.astype(xp.float32), re) - _matmul(
+      xp, sin_basis.astype(xp.float32), im)
+  return real.reshape((cos_basis.shape[0],) + shape[1:])
+
+
+def _phases(spectral, times, num_frames: int):
+  """Bin weights ``[K]`` and phases ``2 pi k t / T`` ``[N, K]`` (float32)."""
+  xp = array_module(spectral)
+  num_freqs = spectral.shape[0]
+  times = xp.asarray(times, xp.float32).reshape(-1)
+  weights = _bin_weights(num_freqs, num_frames, xp)
+  phase = (2.0 * np.pi / num_frames) * times[:, None] * xp.arange(num_freqs, dtype=xp.float32)
+  return weights, phase
+
+
+def motion_texture(spectral, times, num_frames: int):
   """Displacement at any real times from a spectral volume.
 
   ``D(t) = Re(S_0) + 2 Re(sum_{k>=1} S_k exp(2 pi i k t / T))``: a fractional
-  ``t`` gives exact slow motion, ``magnify`` scales every bin k >= 1.
+  ``t`` gives exact slow motion. With K < T/2 + 1 bins D(0) is not exactly
+  0; `animation_texture` is what a video shows.
 
   Args:
     spectral: ``[K, H, W, 2]`` complex spectral volume.
     times: ``[N]`` frame times in units of the original frames (float).
     num_frames: T, the clip length the spectral volume was computed over.
-    magnify: motion magnification factor for the oscillating bins.
   Returns:
     ``[N, H, W, 2]`` float32 displacement in pixels.
   """
+  weights, phase = _phases(spectral, times, num_frames)
   xp = array_module(spectral)
-  num_freqs = spectral.shape[0]
-  times = xp.asarray(times, xp.float32).reshape(-1)
-  weights = _bin_weights(num_freqs, num_frames, xp)
-  weights = weights * xp.where(xp.arange(num_freqs) >= 1, magnify, 1.0)
-  phase = (2.0 * np.pi / num_frames) * times[:, None] * xp.arange(num_freqs)
-  # Re(S e^{i phi}) = Re(S) cos(phi) - Im(S) sin(phi), kept real so the
-  # contraction is two real matmuls instead of a complex one.
-  cos_basis = xp.cos(phase) * weights
-  sin_basis = xp.sin(phase) * weights
-  return (xp.einsum("nk,khwc->nhwc", cos_basis, xp.real(spectral).astype(xp.float32))
-          - xp.einsum("nk,khwc->nhwc", sin_basis, xp.imag(spectral).astype(xp.float32)))
+  return _fourier_sum(spectral, xp.cos(phase) * weights, xp.sin(phase) * weights)
+
+
+def motion_velocity(spectral, times, num_frames: int):
+  """``dD/dt`` ``[N, H, W, 2]`` float32 of `motion_texture`, in pixels per
+  frame, exactly (the derivative of each Fourier term)."""
+  weights, phase = _phases(spectral, times, num_frames)
+  xp = array_module(spectral)
+  rate = weights * (2.0 * np.pi / num_frames) * xp.arange(spectral.shape[0], dtype=xp.float32)
+  # d/dt Re(S e^{i phi}) = Re(S i phi' e^{i phi}) = Re(S (-sin + i cos)) phi'.
+  return _fourier_sum(spectral, -xp.sin(phase) * rate, xp.cos(phase) * rate)
+
+
+def animation_texture(spectral, times, num_frames: int, magnify: float = 1.0):
+  """What a video shows: ``magnify * (D(t) - D(0))`` ``[N, H, W, 2]`` px.
+
+  Every video starts at rest on the picture (D = 0 at t = 0 whatever K
+  and ``magnify``), and magnification multiplies the whole displacement.
+  """
+  xp = array_module(spectral)
+  times = xp.concatenate([xp.zeros((1,), xp.float32),
+                          xp.asarray(times, xp.float32).reshape(-1)])
+  texture = motion_texture(spectral, times, num_frames)
+  return magnify * (texture[1:] - texture[:1])
 
 
 def to_real_layout(spectral):

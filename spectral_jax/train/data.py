@@ -6,8 +6,8 @@ from typing import Iterator
 
 import jax
 
+from spectral_jax import sharding
 from spectral_jax.data.pipeline import ShardedBatches
-from spectral_jax.train import sharding
 
 
 def train_batches(source, config, transform, process_index: int,

@@ -11,99 +11,42 @@ probability ``diffusion.cond_drop`` for classifier-free guidance).
   (``init_from``) and trains only ``freq_attn`` parameters (``trainable``).
 
 The VAE (``vae_from``) is frozen: its parameters are a constant of the step,
-and its checkpoint fixes the normalization and latent whitening.
+and its checkpoint fixes the normalization and latent whitening. The run
+pins that checkpoint (`spectral_jax.inference.loading`): a resumed run
+trains on the same VAE step even if the VAE run has trained on since.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from spectral_jax import diffusion
+from spectral_jax import checkpoint, diffusion
 from spectral_jax.data import sources
 from spectral_jax.data.pipeline import normalized_spectral
 from spectral_jax.diffusion import motion
-from spectral_jax.models.unet import MotionUNet
-from spectral_jax.motion.normalize import NormalizationStats, denormalize
-from spectral_jax.train import checkpoint, modules
+from spectral_jax.inference.loading import load_vae, vae_pin
+from spectral_jax.models import functional
+from spectral_jax.models.build import build_unet
+from spectral_jax.motion.normalize import denormalize
 from spectral_jax.train import data as train_data
-from spectral_jax.train.vae import build_vae
-
-
-def build_unet(config, rngs: nnx.Rngs) -> MotionUNet:
-  """The U-Net an LDM run's config describes."""
-  return MotionUNet(**config.model.to_dict(), num_freqs=config.data.num_freqs,
-                    freq_attention=config.stage == "ldm_freq_attn",
-                    dtype=jnp.dtype(config.dtype), rngs=rngs)
-
-
-def load_vae(workdir, mesh):
-  """(model with parameters on ``mesh``, normalization, latent stats) of a
-  finished VAE run."""
-  if not workdir:
-    raise ValueError("the LDM stages need a trained VAE: --config.vae_from=VAE_WORKDIR")
-  vae, _, stats = checkpoint.load_model(workdir, build_vae, ("vae",), mesh)
-  latent = {name: np.asarray(stats["latent"][name], np.float32) for name in ("mean", "std")}
-  return vae, NormalizationStats.from_json(stats["normalization"]), latent
-
-
-@dataclasses.dataclass(frozen=True)
-class MotionModel:
-  """A trained LDM run, ready to sample: networks, schedule, statistics."""
-  unet: MotionUNet
-  vae: nnx.Module
-  latent_stats: dict
-  normalization: NormalizationStats
-  schedule: diffusion.Schedule
-  config: object
-
-  def sample(self, image, rng, *, num_steps: int | None = None, **options) -> jax.Array:
-    """Normalized spectral volumes ``[B, K, H, W, 4]`` for pictures ``image``
-    ``[B, H, W, 3]`` in [-1, 1]; ``options`` go to `motion.sample_spectral`
-    (eta, guidance_scale, guidance_loss, ...). Not jitted: jit the caller."""
-    return motion.sample_spectral(
-        self.unet, self.vae, self.latent_stats, self.schedule, image, rng,
-        num_freqs=self.config.data.num_freqs,
-        num_steps=num_steps or self.config.eval.ddim_steps, **options)
-
-  def sampler(self, **options):
-    """Jitted ``(image [B, H, W, 3] in [-1, 1], rng) -> [B, K, H, W, 4]``
-    with ``options`` of `sample` fixed; the networks' parameters are
-    arguments of the compiled function, not constants baked into it."""
-    unet_graph, unet_params = modules.split_params(self.unet)
-    vae_graph, vae_params = modules.split_params(self.vae)
-
-    @jax.jit
-    def run(unet_params, vae_params, image, rng):
-      model = dataclasses.replace(self, unet=modules.merge(unet_graph, unet_params),
-                                  vae=modules.merge(vae_graph, vae_params))
-      return model.sample(image, rng, **options)
-
-    return lambda image, rng: run(unet_params, vae_params, image, rng)
-
-
-def load_motion_model(workdir, mesh=None) -> MotionModel:
-  """The latest checkpoint of an ``ldm_pretrain`` or ``ldm_freq_attn`` run
-  (and the VAE it was trained with), on ``mesh`` (default: one device)."""
-  unet, config, _ = checkpoint.load_model(workdir, build_unet,
-                                          ("ldm_pretrain", "ldm_freq_attn"), mesh)
-  vae, normalization, latent = load_vae(config.vae_from, mesh)
-  return MotionModel(unet, vae, {name: jnp.asarray(value) for name, value in latent.items()},
-                     normalization, diffusion.make_schedule(**config.diffusion.schedule.to_dict()),
-                     config)
 
 
 class LDMTask:
 
-  def __init__(self, config, mesh):
+  def __init__(self, config, mesh, workdir):
     self.config, self.mesh = config, mesh
     self.joint = config.stage == "ldm_freq_attn"
-    vae, self.normalization, self.latent_stats = load_vae(config.vae_from, mesh)
-    self.vae_graphdef, self._vae_params = modules.split_params(vae)
+    # A resumed run keeps the VAE step it started on.
+    pinned_step = None
+    if checkpoint.has_checkpoint(workdir):
+      pinned_step = checkpoint.read_config(workdir)[1]["vae"]["step"]
+    vae = load_vae(config.vae_from, mesh, pinned_step)
+    self.normalization, self.latent_stats = vae.normalization, vae.latent_stats
+    self.vae_pin = vae_pin(vae.workdir, vae.step, workdir)
+    self.clip = sources.clip_timing(config.data)
+    self.vae_graphdef, self._vae_params = functional.split_params(vae.vae)
     if len(self.normalization.scales) != config.data.num_freqs:
       raise ValueError(f"the VAE was trained on K={len(self.normalization.scales)} "
                        f"frequencies, this config has data.num_freqs={config.data.num_freqs}")
@@ -119,7 +62,7 @@ class LDMTask:
     return {"vae": self._vae_params, "latent": self.latent_stats}
 
   def _vae(self, constants):
-    return modules.merge(self.vae_graphdef, constants["vae"])
+    return functional.merge(self.vae_graphdef, constants["vae"])
 
   def loss(self, model, constants, batch, rng):
     spectral = batch["spectral_volume"]  # [B, K, H, W, 4] normalized
@@ -155,7 +98,7 @@ class LDMTask:
 
     @jax.jit
     def errors(params, constants, batch, rng):
-      unet = modules.merge(graphdef, params)
+      unet = functional.merge(graphdef, params)
       sampled = motion.sample_spectral(
           unet, self._vae(constants), constants["latent"], self.schedule,
           motion.image_to_unit(batch["image"]), rng, num_freqs=self.config.data.num_freqs,
@@ -181,4 +124,5 @@ class LDMTask:
     del graphdef, params, constants
     return {"normalization": self.normalization.to_json(),
             "latent": {name: value.tolist() for name, value in self.latent_stats.items()},
-            "vae_from": str(self.config.vae_from)}
+            "vae": self.vae_pin,
+            "clip": {"num_frames": self.clip[0], "fps": self.clip[1]}}

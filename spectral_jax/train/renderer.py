@@ -27,34 +27,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from spectral_jax.data import sources
 from spectral_jax.diffusion.motion import image_to_unit
-from spectral_jax.models.renderer import Renderer
+from spectral_jax.models import functional
+from spectral_jax.models.build import build_renderer
 from spectral_jax.models.vgg16 import load_vgg16
 from spectral_jax.motion.spectral import from_real_layout, motion_texture
 from spectral_jax.render import metrics
 from spectral_jax.render.losses import l1_loss, perceptual_loss
 from spectral_jax.render.splat import motion_metric, softmax_splat
-from spectral_jax.train import checkpoint, modules
 from spectral_jax.train import data as train_data
 
 # Fields of an example the renderer uses; the float16 ones go to the device
 # as they are (half the transfer) and are widened there.
 FIELDS = ("image", "spectral_volume", "frames", "displacements")
-
-
-def build_renderer(config, rngs: nnx.Rngs) -> Renderer:
-  """The renderer a renderer run's config describes (its ``model`` block and dtype)."""
-  return Renderer(**config.model.to_dict(), dtype=jnp.dtype(config.dtype), rngs=rngs)
-
-
-def load_renderer(workdir, mesh=None) -> tuple[Renderer, float]:
-  """The renderer of a finished ``renderer`` run and the splatting metric
-  scale it was trained with (`render_frames` takes both)."""
-  renderer, _, stats = checkpoint.load_model(workdir, build_renderer, ("renderer",), mesh)
-  return renderer, float(stats["metric_scale"])
 
 
 def spectral_metric(spectral_px, num_frames: int, scale):
@@ -97,10 +84,10 @@ class RendererTask:
 
   def __init__(self, config, mesh):
     self.config, self.mesh = config, mesh
-    self.num_frames = sources.clip_frames(config.data)
+    self.num_frames, self.fps = sources.clip_timing(config.data)
     self.normalization = sources.normalization(config.data)
     vgg = load_vgg16(dtype=jnp.dtype(config.dtype))
-    self.vgg_graphdef, self._vgg_params = modules.split_params(vgg)
+    self.vgg_graphdef, self._vgg_params = functional.split_params(vgg)
     self._train = sources.open_source(config.data, "train")
     self._test = sources.open_source(config.data, "test")
 
@@ -111,7 +98,7 @@ class RendererTask:
     return {"vgg": self._vgg_params}
 
   def _vgg(self, constants):
-    return modules.merge(self.vgg_graphdef, constants["vgg"])
+    return functional.merge(self.vgg_graphdef, constants["vgg"])
 
   def _metric(self, batch):
     spectral = batch["spectral_volume"].astype(jnp.float32)
@@ -144,7 +131,7 @@ class RendererTask:
 
     @jax.jit
     def scores(params, constants, batch, frame_index):
-      renderer = modules.merge(graphdef, params)
+      renderer = functional.merge(graphdef, params)
       vgg = self._vgg(constants)
       picture = image_to_unit(batch["image"])
       index = jnp.full(picture.shape[:1], frame_index, jnp.int32)
@@ -174,4 +161,5 @@ class RendererTask:
   def stats(self, graphdef, params, constants):
     del graphdef, params, constants
     return {"normalization": self.normalization.to_json(),
-            "metric_scale": float(self.config.metric_scale)}
+            "metric_scale": float(self.config.metric_scale),
+            "clip": {"num_frames": self.num_frames, "fps": self.fps}}

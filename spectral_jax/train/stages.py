@@ -19,14 +19,14 @@ from __future__ import annotations
 STAGES = ("vae", "ldm_pretrain", "ldm_freq_attn", "renderer")
 
 
-def make_task(config, mesh):
-  """The task of ``config.stage``."""
+def make_task(config, mesh, workdir):
+  """The task of ``config.stage`` for the run in ``workdir``."""
   if config.stage == "vae":
     from spectral_jax.train.vae import VAETask
     return VAETask(config, mesh)
   if config.stage in ("ldm_pretrain", "ldm_freq_attn"):
     from spectral_jax.train.ldm import LDMTask
-    return LDMTask(config, mesh)
+    return LDMTask(config, mesh, workdir)
   if config.stage == "renderer":
     from spectral_jax.train.renderer import RendererTask
     return RendererTask(config, mesh)

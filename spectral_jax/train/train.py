@@ -30,10 +30,16 @@ import optax
 import tqdm
 from flax import nnx
 
-from spectral_jax.train import checkpoint, modules, sharding, stages
+from spectral_jax import checkpoint, config_base, sharding
+from spectral_jax.models import functional
+from spectral_jax.train import stages
 from spectral_jax.train.metrics import MetricWriter
-from spectral_jax.train.optimizer import (FROZEN, learning_rate_schedule, make_optimizer,
-                                          trainable_labels)
+from spectral_jax.train.optimizer import (
+  FROZEN,
+  learning_rate_schedule,
+  make_optimizer,
+  trainable_labels,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,7 +51,7 @@ def make_train_step(graphdef, task, tx: optax.GradientTransformation, labels,
   """Pure ``train_step(state, batch, rng) -> (state, metrics)``."""
 
   def loss_fn(params, constants, batch, rng):
-    return task.loss(modules.merge(graphdef, params), constants, batch, rng)
+    return task.loss(functional.merge(graphdef, params), constants, batch, rng)
 
   def train_step(state, batch, rng):
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -70,17 +76,18 @@ def make_train_step(graphdef, task, tx: optax.GradientTransformation, labels,
 def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) -> list[dict]:
   """Trains ``config`` in ``workdir`` (resuming what is there); returns the
   logged records of this invocation."""
-  workdir = Path(workdir)
+  workdir = Path(workdir).absolute()
+  config = config_base.absolute_paths(config)
   if config.get("distributed", False):
     jax.distributed.initialize()
   is_main = jax.process_index() == 0
 
   # Mesh and task.
   mesh = sharding.make_mesh(config.mesh)
-  task = stages.make_task(config, mesh)
+  task = stages.make_task(config, mesh, workdir)
 
   # Abstract model, optimizer, shardings: shapes only, nothing allocated.
-  graphdef, abstract_params = modules.abstract_split(
+  graphdef, abstract_params = functional.abstract_split(
       lambda: task.make_model(nnx.Rngs(config.seed)))
   labels = trainable_labels(abstract_params, config.trainable)
   tx = make_optimizer(config.optimizer, abstract_params, config.trainable)
@@ -102,7 +109,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
   batches = task.train_batches(jax.process_index(), jax.process_count())
   if resume_step is None:
     def init(seed):
-      return modules.split_params(task.make_model(nnx.Rngs(seed)))[1]
+      return functional.split_params(task.make_model(nnx.Rngs(seed)))[1]
     params = jax.jit(init, out_shardings=shardings["params"], static_argnums=0)(config.seed)
     if config.init_from:
       params = checkpoint.load_into(config.init_from, params, shardings["params"])

@@ -12,19 +12,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from spectral_jax.data import sources
 from spectral_jax.data.pipeline import normalized_spectral
-from spectral_jax.models.vae import SpectralVAE, vae_loss
+from spectral_jax.models import functional
+from spectral_jax.models.build import build_vae
+from spectral_jax.models.vae import vae_loss
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.train import data as train_data
-from spectral_jax.train import modules
-
-
-def build_vae(config, rngs: nnx.Rngs) -> SpectralVAE:
-  """The VAE a VAE run's config describes (its ``model`` block and dtype)."""
-  return SpectralVAE(**config.model.to_dict(), dtype=jnp.dtype(config.dtype), rngs=rngs)
 
 
 def frequency_maps(spectral: jax.Array) -> jax.Array:
@@ -78,7 +73,7 @@ class VAETask:
 
     @jax.jit
     def errors(params, batch):
-      model = modules.merge(graphdef, params)
+      model = functional.merge(graphdef, params)
       target = batch["spectral_volume"]  # [B, K, H, W, 4]
       mean, _ = model.encode(frequency_maps(target))
       recon = model.decode(mean).reshape(target.shape)
@@ -111,7 +106,7 @@ class VAETask:
 
     @jax.jit
     def moments(params, batch):
-      model = modules.merge(graphdef, params)
+      model = functional.merge(graphdef, params)
       mean, _ = model.encode(frequency_maps(batch["spectral_volume"]))
       axes = tuple(range(mean.ndim - 1))
       return mean.mean(axes), (mean ** 2).mean(axes)

@@ -1,4 +1,4 @@
-"""Flax NNX modules seen functionally, as the training code uses them: a
+"""Flax NNX modules seen functionally, as the training and inference code use them: a
 graph plus its parameters as a plain nested dict of arrays, which shards,
 checkpoints and passes through `jax.jit` like any pytree."""
 

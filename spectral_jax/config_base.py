@@ -68,6 +68,25 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
   return config
 
 
+# Config fields that name other runs or data: made absolute when a run
+# starts, so that what a run saves does not depend on the directory it was
+# started from.
+PATH_FIELDS = ("vae_from", "init_from", "data.dir")
+
+
+def absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of ``config`` whose non-empty `PATH_FIELDS` are absolute."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for field in PATH_FIELDS:
+    *parents, leaf = field.split(".")
+    node = config
+    for parent in parents:
+      node = node.get(parent) or {}
+    if node.get(leaf):
+      node[leaf] = str(Path(node[leaf]).absolute())
+  return config
+
+
 def load_config_file(path, arg: str | None = None,
                      overrides: dict | None = None) -> ml_collections.ConfigDict:
   """``get_config(arg)`` of the config file at ``path`` (loaded by path, as

@@ -24,7 +24,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from spectral_jax.train import modules, sharding
+from spectral_jax import sharding
+from spectral_jax.models import functional
 
 CHECKPOINT_DIR = "checkpoints"
 ARRAY_ITEMS = ("params", "opt_state")
@@ -44,6 +45,13 @@ def manager(workdir, *, every: int = 1, keep: int | None = None,
   handlers = {name: ocp.StandardCheckpointHandler() for name in ARRAY_ITEMS}
   handlers.update({name: ocp.JsonCheckpointHandler() for name in JSON_ITEMS})
   return ocp.CheckpointManager(directory, item_handlers=handlers, options=options)
+
+
+def has_checkpoint(workdir) -> bool:
+  """Whether ``workdir`` holds a finished checkpoint (a run to resume)."""
+  if not (Path(workdir) / CHECKPOINT_DIR).is_dir():
+    return False
+  return manager(workdir, read_only=True).latest_step() is not None
 
 
 def save(mngr: ocp.CheckpointManager, step: int, *, params, opt_state, data: dict,
@@ -96,28 +104,36 @@ def load_params(workdir, abstract_params, step: int | None = None):
   return restored["params"]
 
 
-def load_model(workdir, build, stages: tuple[str, ...], mesh=None):
+def load_model(workdir, build, stages: tuple[str, ...], mesh=None, step: int | None = None):
   """A finished run's model, rebuilt from its saved config and loaded with
-  its latest parameters, replicated over ``mesh`` (default: one device).
+  the parameters of checkpoint ``step`` (default: the latest), replicated
+  over ``mesh`` (default: one device).
 
   Args:
     workdir: the run's directory.
     build: ``(config, rngs) -> nnx.Module``, the stage's model builder.
     stages: the stages whose runs ``build`` can rebuild.
     mesh: where the parameters go.
+    step: the checkpoint to load.
   Returns:
-    ``(model, config, stats)``.
+    ``(model, config, stats, step)``.
   Raises:
     ValueError: the run is of another stage.
+    FileNotFoundError: no such run, or it lacks checkpoint ``step``.
   """
-  config, stats, step = read_config(workdir)
+  if step is not None:
+    available = manager(workdir, read_only=True).all_steps()
+    if step not in available:
+      raise FileNotFoundError(f"{workdir} has no checkpoint of step {step} (it has "
+                              f"{sorted(available) or 'none'})")
+  config, stats, step = read_config(workdir, step)
   if config.stage not in stages:
     raise ValueError(f"{workdir} is a {config.stage!r} run, not one of {stages}")
   mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
-  graphdef, abstract = modules.abstract_split(lambda: build(config, nnx.Rngs(0)))
+  graphdef, abstract = functional.abstract_split(lambda: build(config, nnx.Rngs(0)))
   target = with_shardings(abstract, sharding.tree_shardings(abstract, mesh, min_size=None))
-  model = modules.merge(graphdef, load_params(workdir, target, step))
-  return model, config, stats
+  model = functional.merge(graphdef, load_params(workdir, target, step))
+  return model, config, stats, step
 
 
 def load_into(workdir, params: dict, shardings: dict) -> dict:

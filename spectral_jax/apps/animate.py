@@ -1,0 +1,134 @@
+"""`spectral-jax animate IMAGE -o OUT.mp4|OUT.gif`: a picture (or a folder
+of them) to a video of its predicted natural motion.
+
+For each picture: frame it to the model's size (centre crop to the model's
+aspect ratio, then resize), sample its spectral volume (DDIM over all K
+frequencies jointly, classifier-free guidance, optional loop
+self-guidance), or take one measured on a real video (``--motion``: motion
+transfer); mask it; build the motion texture ``magnify * (D(t) - D(0))``
+at the video's times; render; write the video atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from spectral_jax.apps.common import check_output
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def check_common(args) -> None:
+  """Checks shared with `interact`: fail before anything is loaded."""
+  if args.frames is not None and args.frames < 1:
+    raise ValueError(f"--frames must be at least 1, got {args.frames}")
+  if args.batch_size < 1:
+    raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+
+
+def _check(args) -> None:
+  check_common(args)
+  if not args.magnify > 0:
+    raise ValueError(f"--magnify must be positive, got {args.magnify}")
+  if not args.slowmo >= 1:
+    raise ValueError(f"--slowmo must be at least 1, got {args.slowmo}")
+  if args.steps is not None and args.steps < 1:
+    raise ValueError(f"--steps must be at least 1, got {args.steps}")
+  if args.guidance is not None and args.guidance < 0:
+    raise ValueError(f"--guidance must be >= 0, got {args.guidance}")
+  if args.fps is not None and not args.fps > 0:
+    raise ValueError(f"--fps must be positive, got {args.fps}")
+  if args.motion and args.loop:
+    raise ValueError("--loop guides sampling; a --motion file is not sampled")
+
+
+def _jobs(args) -> list[tuple[Path, Path]]:
+  """``(picture, video)`` pairs: one, or one per picture of a folder."""
+  from spectral_jax.inference.pictures import list_pictures
+  image = Path(args.image)
+  if image.is_dir():
+    if args.output.lower().endswith(VIDEO_SUFFIXES):
+      raise ValueError(f"{image} is a folder: -o must be a folder too, not {args.output}")
+    return [(p, Path(args.output) / f"{p.stem}.{args.format}") for p in list_pictures(image)]
+  check_output(args.output, VIDEO_SUFFIXES)
+  return [(image, Path(args.output))]
+
+
+def _per_picture(path, picture: Path, suffix: str, several: bool) -> Path | None:
+  """Where a per-picture extra (``--save-motion``, ``--viz``) goes."""
+  if not path:
+    return None
+  return Path(path) / f"{picture.stem}{suffix}" if several else Path(path)
+
+
+def load_motion_file(path, animator):
+  """A `Motion` file's spectral volume framed to the model's size, checked
+  against the model's K and T."""
+  from spectral_jax.inference.pictures import fit_spectral
+  from spectral_jax.motion.motion_file import Motion
+  try:
+    motion = Motion.load(path)
+  except (OSError, KeyError, ValueError) as error:
+    raise ValueError(f"{path}: not a motion file of `spectral-jax motion` ({error})") from None
+  if (motion.num_freqs, motion.num_frames) != (animator.num_freqs, animator.num_frames):
+    raise ValueError(
+        f"{path} has K={motion.num_freqs} bins over T={motion.num_frames} frames; this model "
+        f"uses K={animator.num_freqs}, T={animator.num_frames} (measure it with "
+        f"`spectral-jax motion VIDEO --K {animator.num_freqs} --frames {animator.num_frames}`)")
+  return fit_spectral(motion.spectral_volume, animator.width, animator.height)
+
+
+def run(args) -> None:
+  import numpy as np
+
+  from spectral_jax.data.video import write_video
+  from spectral_jax.inference import compile_cache, pictures
+  from spectral_jax.inference.animator import Animator, resolve_checkpoint, video_times
+  from spectral_jax.motion.motion_file import Motion
+
+  _check(args)
+  jobs = _jobs(args)
+  several = Path(args.image).is_dir()
+  # Every picture is read before the models load: a bad one fails at once.
+  sources = [(pictures.read_picture(picture), picture, video) for picture, video in jobs]
+  compile_cache.enable(args.cache_dir)
+  animator = Animator.load(resolve_checkpoint(args.checkpoint),
+                           with_motion=args.motion is None)
+  measured = load_motion_file(args.motion, animator) if args.motion else None
+  num_frames = args.frames or animator.num_frames
+  fps = args.fps or animator.fps
+  options = None
+  if measured is None:
+    options = animator.motion.options(
+        num_steps=args.steps, guidance_scale=args.guidance,
+        loop_frames=num_frames if args.loop else 0)
+  times = video_times(num_frames, slowmo=args.slowmo, loop=args.loop)
+
+  for image, picture_path, video_path in sources:
+    started = time.perf_counter()
+    picture, framing = pictures.fit_picture(image, animator.width, animator.height)
+    if measured is not None:
+      spectral, origin = measured, f"from {args.motion}"
+    else:
+      spectral = animator.spectral(picture, args.seed, options, progress=True)
+      origin = f"sampled, {options.num_steps} DDIM steps, seed {args.seed}"
+    if args.mask:
+      mask = pictures.read_mask(args.mask, framing, feather_px=args.feather)
+      spectral = spectral * mask[None, :, :, None]
+    texture = animator.texture(spectral, times, args.magnify)
+    frames = animator.render(picture, texture, batch_size=args.batch_size, progress=True)
+    write_video(video_path, frames, fps)
+    if args.save_motion:
+      Motion(np.asarray(spectral, np.complex64), picture, animator.fps,
+             animator.num_frames).save(_per_picture(args.save_motion, picture_path, ".npz",
+                                                    several))
+    if args.viz:
+      from spectral_jax.motion import viz
+      viz.write_visualizations(
+          _per_picture(args.viz, picture_path, "", several), image=picture,
+          disp_px=animator.texture(spectral, np.arange(animator.num_frames)),
+          spectral=spectral, fps=animator.fps, frames=frames)
+    print(f"{video_path}: {len(frames)} frames at {fps:g} fps ({len(frames) / fps:.1f} s), "
+          f"{animator.width}x{animator.height}; motion {origin}; "
+          f"{time.perf_counter() - started:.1f} s ({framing.describe()})")

@@ -1,0 +1,24 @@
+"""What several commands share: the clip options and output checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def clip_config(args, **overrides):
+  """The `ClipConfig` of the clip options (`--frames --fps --size --K
+  --preset --fb-check`), with ``overrides``."""
+  from spectral_jax.data.clips import ClipConfig
+  from spectral_jax.data.video import parse_size
+  from spectral_jax.motion.flow import FlowConfig
+  width, height = parse_size(args.size)
+  return ClipConfig(num_frames=args.frames, fps=args.fps, width=width, height=height,
+                    num_freqs=args.K,
+                    flow=FlowConfig(preset=args.preset, forward_backward=args.fb_check),
+                    **overrides)
+
+
+def check_output(path, suffixes) -> None:
+  """Raises ValueError unless ``path`` ends in one of ``suffixes``."""
+  if Path(path).suffix.lower() not in suffixes:
+    raise ValueError(f"output {path} must end in {' or '.join(suffixes)}")

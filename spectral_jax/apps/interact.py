@@ -1,0 +1,90 @@
+"""`spectral-jax interact IMAGE --poke X,Y,DX,DY[,T] -o OUT.mp4`: the
+picture's response to pokes.
+
+The spectral volume (sampled for the picture, or measured on a real video
+with ``--motion``) is read as an image-space modal basis: bin k >= 1 is a
+mode of angular frequency ``2 pi k fps / T`` and shape ``S_k``. Each poke's
+force is projected on the mode shapes at the poked pixel, the modal
+coordinates ring down as damped oscillators (`spectral_jax.inference.dynamics`),
+and the displacement they make is rendered like an animation.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from spectral_jax.apps.animate import VIDEO_SUFFIXES, check_common, load_motion_file
+from spectral_jax.apps.common import check_output
+
+
+def parse_poke(text: str):
+  """``"X,Y,DX,DY[,T]"`` → ``(x, y, dx, dy, frame)`` floats (frame 0 if T
+  is left out)."""
+  try:
+    values = [float(part) for part in text.split(",")]
+  except ValueError:
+    values = []
+  if len(values) not in (4, 5):
+    raise ValueError(f"--poke {text}: expected X,Y,DX,DY or X,Y,DX,DY,T (numbers)")
+  return tuple(values) if len(values) == 5 else tuple(values) + (0.0,)
+
+
+def model_pokes(pokes, framing, num_frames: int):
+  """The user's pokes (picture pixels) as `Poke`s in the model's pixels."""
+  from spectral_jax.inference.dynamics import Poke
+  result = []
+  for x, y, dx, dy, frame in pokes:
+    if not framing.contains(x, y):
+      raise ValueError(f"poke at ({x:g}, {y:g}) is outside the animated picture "
+                       f"({framing.describe()})")
+    if not 0 <= frame < num_frames:
+      raise ValueError(f"poke at frame {frame:g} is not within the video's "
+                       f"{num_frames} frames")
+    mx, my = framing.to_model(x, y)
+    mdx, mdy = framing.vector_to_model(dx, dy)
+    result.append(Poke(mx, my, mdx, mdy, frame))
+  return result
+
+
+def _check(args) -> None:
+  check_common(args)
+  check_output(args.output, VIDEO_SUFFIXES)
+  if not args.poke:
+    raise ValueError("give at least one --poke X,Y,DX,DY[,T]")
+  if args.alpha < 0 or args.beta < 0:
+    raise ValueError(f"--alpha and --beta must be >= 0, got {args.alpha}, {args.beta}")
+  if not args.strength > 0:
+    raise ValueError(f"--strength must be positive, got {args.strength}")
+
+
+def run(args) -> None:
+  from spectral_jax.data.video import write_video
+  from spectral_jax.inference import compile_cache, dynamics, pictures
+  from spectral_jax.inference.animator import Animator, resolve_checkpoint
+
+  _check(args)
+  pokes = [parse_poke(text) for text in args.poke]
+  image = pictures.read_picture(args.image)
+  compile_cache.enable(args.cache_dir)
+  animator = Animator.load(resolve_checkpoint(args.checkpoint),
+                           with_motion=args.motion is None)
+  started = time.perf_counter()
+  picture, framing = pictures.fit_picture(image, animator.width, animator.height)
+  num_frames = args.frames or animator.num_frames
+  poked = model_pokes(pokes, framing, num_frames)
+  if args.motion:
+    spectral, origin = load_motion_file(args.motion, animator), f"modes from {args.motion}"
+  else:
+    options = animator.motion.options(num_steps=args.steps)
+    spectral = animator.spectral(picture, args.seed, options, progress=True)
+    origin = f"modes sampled, seed {args.seed}"
+  response = dynamics.simulate(spectral, poked, num_output_frames=num_frames,
+                               fps=animator.fps, num_frames=animator.num_frames,
+                               alpha=args.alpha, beta=args.beta, strength=args.strength)
+  frames = animator.render(picture, response.displacement, batch_size=args.batch_size,
+                           progress=True)
+  write_video(Path(args.output), frames, animator.fps)
+  print(f"{args.output}: {len(frames)} frames at {animator.fps:g} fps, {len(poked)} poke(s); "
+        f"{origin}; {response.substeps} Euler sub-steps per frame; "
+        f"{time.perf_counter() - started:.1f} s ({framing.describe()})")

@@ -1,0 +1,127 @@
+"""One object with everything a picture needs to become a video: the motion
+model (U-Net, pinned VAE, latent whitening, normalization), the renderer
+and its splatting metric scale, and the clip length T and fps the models
+learned.
+
+    animator = Animator.load("runs")                     # or an export
+    spectral = animator.spectral(picture, seed=0)        # [K, H, W, 2] complex64 px
+    texture = animator.texture(spectral, times)          # [N, H, W, 2] px
+    frames = animator.render(picture, texture)           # [N, H, W, 3] uint8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from spectral_jax.inference import loading
+from spectral_jax.inference.motion_model import MotionModel, SamplingOptions
+from spectral_jax.motion.normalize import denormalize
+from spectral_jax.motion.spectral import animation_texture, from_real_layout
+from spectral_jax.render.frames import render_frames
+
+
+def video_times(num_frames: int, *, slowmo: float = 1.0, loop: bool = False) -> np.ndarray:
+  """Times ``[M]`` (in the model's frames) of the video's frames.
+
+  N frames at times 0 .. N-1; slow motion by ``slowmo`` S puts S frames per
+  frame on the same path: ``S (N - 1) + 1`` frames from 0 to N-1, or, for a
+  loop, ``S N`` frames from 0 to N - 1/S (the next would be time N, which a
+  loop brings back to time 0).
+  """
+  if num_frames < 1:
+    raise ValueError(f"the video needs at least 1 frame, got {num_frames}")
+  if not slowmo >= 1:
+    raise ValueError(f"slow motion must be at least 1, got {slowmo}")
+  count = round(slowmo * num_frames) if loop else round(slowmo * (num_frames - 1)) + 1
+  return (np.arange(count, dtype=np.float64) / slowmo).astype(np.float32)
+
+
+@dataclasses.dataclass
+class Animator:
+  """Loaded models (`load`) and what they agree on: picture size ``width x
+  height``, K frequency bins over T = ``num_frames`` at ``fps``."""
+  renderer: loading.LoadedRenderer
+  motion: MotionModel | None
+  width: int
+  height: int
+  num_freqs: int
+  num_frames: int
+  fps: float
+  _samplers: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  @classmethod
+  def load(cls, directory, *, with_motion: bool = True) -> "Animator":
+    """The runs in ``directory`` (`loading.find_runs`); without
+    ``with_motion`` only the renderer is loaded (motion comes from a file).
+
+    Raises:
+      FileNotFoundError: a needed run is missing.
+      ValueError: the runs disagree on the picture size.
+    """
+    runs = loading.find_runs(directory)
+    needed = ("motion", "renderer") if with_motion else ("renderer",)
+    missing = [role for role in needed if role not in runs]
+    if missing:
+      raise FileNotFoundError(
+          f"{directory}: no {' and no '.join(missing)} run in it (a directory of training "
+          "runs: a renderer run and an ldm_freq_attn or ldm_pretrain run)")
+    renderer = loading.load_renderer(runs["renderer"])
+    data = renderer.config.data
+    size, num_freqs = (data.width, data.height), data.num_freqs
+    num_frames, fps = renderer.num_frames, renderer.fps
+    motion = None
+    if with_motion:
+      motion = loading.load_motion_model(runs["motion"])
+      motion_size = (motion.config.data.width, motion.config.data.height)
+      if motion_size != size:
+        raise ValueError(f"{directory}: the motion run works at {motion_size[0]}x"
+                         f"{motion_size[1]}, the renderer at {size[0]}x{size[1]}")
+      num_freqs, num_frames, fps = motion.num_freqs, motion.num_frames, motion.fps
+    return cls(renderer, motion, size[0], size[1], num_freqs, num_frames, fps)
+
+  def spectral(self, picture: np.ndarray, seed: int = 0, options: SamplingOptions | None = None,
+               *, progress: bool = False) -> np.ndarray:
+    """The spectral volume ``[K, H, W, 2]`` complex64 (pixels) sampled for
+    ``picture`` uint8 ``[H, W, 3]`` at the model's size. Each distinct
+    ``options`` compiles once per process (and is cached across processes
+    when JAX's persistent cache is on)."""
+    if self.motion is None:
+      raise ValueError("this animator was loaded without a motion model")
+    if picture.shape != (self.height, self.width, 3):
+      raise ValueError(f"picture {picture.shape} is not the model's "
+                       f"{(self.height, self.width, 3)}")
+    options = options or self.motion.options()
+    if options not in self._samplers:
+      self._samplers[options] = self.motion.sampler(options)
+    normalized = self._samplers[options](picture[None], jax.random.key(seed), progress)
+    stats = self.motion.normalization
+    return from_real_layout(denormalize(np.asarray(normalized[0]), stats.scales, stats.power))
+
+  def texture(self, spectral: np.ndarray, times: np.ndarray, magnify: float = 1.0) -> np.ndarray:
+    """``magnify * (D(t) - D(0))`` ``[N, H, W, 2]`` float32 px at ``times``
+    ``[N]`` (model frames) of a spectral volume over the model's T."""
+    return animation_texture(spectral, times, self.num_frames, magnify)
+
+  def render(self, picture: np.ndarray, texture: np.ndarray, *, batch_size: int = 8,
+             progress: bool = False) -> np.ndarray:
+    """Frames ``[N, H, W, 3]`` uint8 of ``picture`` moved by ``texture``."""
+    return render_frames(self.renderer.renderer, picture, texture, batch_size=batch_size,
+                         metric_scale=self.renderer.metric_scale, progress=progress)
+
+
+def resolve_checkpoint(checkpoint) -> Path:
+  """The models to animate with: ``checkpoint`` if given, else the default
+  model installed with the package.
+
+  Raises:
+    FileNotFoundError: none given and none installed.
+  """
+  if checkpoint:
+    return Path(checkpoint)
+  raise FileNotFoundError(
+      "no --checkpoint given and this installation ships no default model: train the "
+      "stages (README, Training) and pass --checkpoint DIR, the directory of the runs")
