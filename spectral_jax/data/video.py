@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -107,7 +108,10 @@ def write_video(path, frames: np.ndarray, fps: float, *, quality: float = 8.0) -
     writer = imageio_ffmpeg.write_frames(
         str(tmp), (width, height), fps=fps, codec="libx264", quality=quality,
         pix_fmt_out="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
-    writer.send(None)
+    with warnings.catch_warnings():
+      # JAX warns of any fork once it is loaded; ffmpeg's fork execs at once.
+      warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+      writer.send(None)
     for frame in frames:
       writer.send(np.ascontiguousarray(frame))
     writer.close()

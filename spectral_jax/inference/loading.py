@@ -122,6 +122,10 @@ def find_runs(directory) -> dict[str, Path]:
   directory = Path(directory)
   if not directory.is_dir():
     raise FileNotFoundError(f"{directory}: no such directory")
+  if (directory / checkpoint.CHECKPOINT_DIR).is_dir():
+    stage = checkpoint.read_config(directory)[0].stage
+    raise ValueError(f"{directory} is one {stage!r} run; give the folder that holds the "
+                     "renderer run and the motion run")
   by_stage: dict[str, list[Path]] = {}
   for run in sorted(p for p in directory.iterdir()
                     if (p / checkpoint.CHECKPOINT_DIR).is_dir()):

@@ -1,0 +1,288 @@
+"""`animate` and `interact` end to end on briefly trained `tiny`-like runs:
+videos written, frame 0 is the picture, magnification, slow motion, loops,
+pokes, motion transfer, the pinned VAE, the compilation cache, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import skimage.data
+
+sys.path.insert(0, str(Path(__file__).parent))
+import train_configs  # noqa: E402
+
+from spectral_jax import checkpoint, cli  # noqa: E402
+from spectral_jax.data import synthetic, video  # noqa: E402
+from spectral_jax.inference import dynamics, loading, pictures  # noqa: E402
+from spectral_jax.inference.animator import Animator, video_times  # noqa: E402
+from spectral_jax.inference.loop import loop_closure_error  # noqa: E402
+from spectral_jax.motion import flow  # noqa: E402
+from spectral_jax.motion.motion_file import Motion  # noqa: E402
+
+DATA = train_configs.ANIMATION_DATA
+WIDTH, HEIGHT, K, T = DATA["width"], DATA["height"], DATA["num_freqs"], DATA["num_frames"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+  """The commands' compilation cache in a temporary folder, not ~/.cache."""
+  previous = os.environ.get("SPECTRAL_JAX_CACHE_DIR")
+  os.environ["SPECTRAL_JAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+  yield Path(os.environ["SPECTRAL_JAX_CACHE_DIR"])
+  if previous is None:
+    del os.environ["SPECTRAL_JAX_CACHE_DIR"]
+  else:
+    os.environ["SPECTRAL_JAX_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  return train_configs.train_animation_runs(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def animator(runs):
+  return Animator.load(runs)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+  """A real photo (451x300, not the model's aspect ratio)."""
+  path = tmp_path_factory.mktemp("photo") / "chelsea.png"
+  iio.imwrite(path, skimage.data.chelsea())
+  return path
+
+
+@pytest.fixture(scope="module")
+def scene():
+  """A synthetic swaying scene (K and T of the models) at 4x their size:
+  optical flow needs more than 48x32 pixels to measure motion, and the
+  renderer, fully convolutional, renders any size."""
+  return synthetic.make_scene(4, num_frames=T, height=4 * HEIGHT, width=4 * WIDTH,
+                              num_freqs=K, max_amplitude_px=3.0, background="photo")
+
+
+def _main(capsys, *argv) -> tuple[int, str, str]:
+  code = cli.main([str(a) for a in argv])
+  captured = capsys.readouterr()
+  return code, captured.out, captured.err
+
+
+def test_animate_writes_a_video_and_what_was_asked(runs, photo, tmp_path, capsys):
+  out = tmp_path / "out" / "cat.mp4"
+  code, printed, err = _main(capsys, "animate", photo, "-o", out, "--checkpoint", runs,
+                             "--frames", 10, "--save-motion", tmp_path / "S.npz",
+                             "--viz", tmp_path / "viz")
+  assert code == 0, err
+  frames = iio.imread(out)
+  assert frames.shape == (10, HEIGHT, WIDTH, 3)
+  assert f"{out}: 10 frames at 30 fps" in printed
+  saved = Motion.load(tmp_path / "S.npz")
+  assert (saved.num_freqs, saved.num_frames) == (K, T)
+  assert saved.spectral_volume.shape == (K, HEIGHT, WIDTH, 2)
+  assert (tmp_path / "viz" / "power_spectrum.png").is_file()
+  assert [p.name for p in out.parent.iterdir()] == ["cat.mp4"]  # No temporary left.
+
+
+def test_frame_zero_is_the_picture_whatever_the_options(animator, photo):
+  picture, _ = pictures.fit_picture(pictures.read_picture(photo), WIDTH, HEIGHT)
+  spectral = animator.spectral(picture, seed=1)
+  assert np.abs(animator.texture(spectral, np.arange(T))).max() > 0
+  for magnify, slowmo, loop in ((1.0, 1.0, False), (3.0, 1.0, False), (1.0, 2.5, True)):
+    times = video_times(12, slowmo=slowmo, loop=loop)
+    texture = animator.texture(spectral, times, magnify)
+    np.testing.assert_array_equal(texture[0], 0)
+    frames = animator.render(picture, texture[:3])
+    np.testing.assert_array_equal(frames[0], picture)
+
+
+def test_magnify_doubles_the_displacement_measured_on_the_frames(animator, scene):
+  """Rendered frames of a known motion at magnification 1 and 2; optical
+  flow from frame 0 to each measures the motion that shows."""
+  picture = scene.frames[0]
+  times = np.arange(T)
+  measured = []
+  for magnify in (1.0, 2.0):
+    frames = animator.render(picture, animator.texture(scene.spectral, times, magnify))
+    measured.append(flow.displacements(frames)[0])
+  moving = np.linalg.norm(measured[0], axis=-1) > 0.5
+  assert moving.sum() > 1000
+  ratio = (np.linalg.norm(measured[1], axis=-1)[moving].mean()
+           / np.linalg.norm(measured[0], axis=-1)[moving].mean())
+  # DIS underestimates sub-pixel motion more than larger motion (2.13 here).
+  assert 1.8 < ratio < 2.3, ratio
+
+
+def test_slowmo_gives_2n_minus_1_frames_on_the_same_path(animator, scene):
+  picture = scene.frames[0]
+  normal = animator.render(picture, animator.texture(scene.spectral, video_times(9)))
+  times = video_times(9, slowmo=2)
+  assert len(times) == 2 * 9 - 1
+  np.testing.assert_allclose(times[1::2], np.arange(8) + 0.5)
+  slow = animator.render(picture, animator.texture(scene.spectral, times))
+  assert len(slow) == 17
+  assert np.abs(slow[::2].astype(int) - normal).max() <= 1
+  # The frames between are new: halfway along, not copies of a neighbour.
+  assert np.abs(slow[1::2].astype(int) - normal[:-1]).mean() > 0.1
+
+
+def test_loop_guidance_lowers_the_closure_error(animator, photo):
+  """N = 10 frames of a T = 16 window: without guidance the texture does
+  not return to its start; self-guidance brings D(N) back to D(0)."""
+  picture, _ = pictures.fit_picture(pictures.read_picture(photo), WIDTH, HEIGHT)
+  errors = {}
+  for loop in (False, True):
+    options = animator.motion.options(loop_frames=10 if loop else 0)
+    spectral = animator.spectral(picture, seed=0, options=options)
+    errors[loop] = loop_closure_error(spectral, num_frames=T, loop_frames=10)
+  # Measured 0.24 px -> 0.16 px. A model trained a few steps decodes nearly
+  # the same volume whatever its latent, which bounds what guidance can do.
+  assert errors[True] < 0.8 * errors[False], errors
+
+
+def test_motion_transfer_reproduces_a_measured_video(runs, animator, scene, tmp_path, capsys):
+  """`spectral-jax motion` of a synthetic video, applied by `animate --motion`
+  to that video's first frame, renders frames close to the video's own."""
+  video.write_video(tmp_path / "scene.mp4", scene.frames, 30)
+  iio.imwrite(tmp_path / "first.png", scene.frames[0])
+  height, width = scene.frames.shape[1:3]
+  code, _, err = _main(capsys, "motion", tmp_path / "scene.mp4", "-o", tmp_path / "S.npz",
+                       "--frames", T, "--K", K, "--size", f"{width}x{height}")
+  assert code == 0, err
+  code, _, err = _main(capsys, "animate", tmp_path / "first.png", "--motion",
+                       tmp_path / "S.npz", "-o", tmp_path / "out.mp4", "--checkpoint",
+                       runs)
+  assert code == 0, err
+  assert iio.imread(tmp_path / "out.mp4").shape == (T, HEIGHT, WIDTH, 3)
+  # At the scene's own size, where the motion is large enough to see.
+  measured = Motion.load(tmp_path / "S.npz").spectral_volume
+  rendered = animator.render(scene.frames[0], animator.texture(measured, np.arange(T)))
+  truth = scene.frames.astype(float)
+  error = np.abs(rendered - truth).mean()
+  unchanged = np.abs(scene.frames[:1] - truth).mean()
+  assert error < 0.6 * unchanged, (error, unchanged)
+
+
+def test_interact_poke_moves_most_where_it_pokes_and_rings_down(runs, scene, tmp_path, capsys):
+  Motion(scene.spectral, scene.frames[0], 30.0, T).save(tmp_path / "S.npz")
+  iio.imwrite(tmp_path / "first.png", scene.frames[0])
+  amplitude = np.abs(scene.spectral[1:]).sum(axis=(0, 3))
+  y, x = np.unravel_index(np.argmax(amplitude), amplitude.shape)
+  code, printed, err = _main(capsys, "interact", tmp_path / "first.png", "--poke",
+                             f"{x},{y},2,0,1", "--motion", tmp_path / "S.npz",
+                             "--frames", 24, "-o", tmp_path / "poke.mp4", "--checkpoint",
+                             runs)
+  assert code == 0, err
+  assert iio.imread(tmp_path / "poke.mp4").shape == (24, HEIGHT, WIDTH, 3)
+  assert "1 poke(s)" in printed
+
+  response = dynamics.simulate(scene.spectral, [dynamics.Poke(x, y, 2.0, 0.0, 1.0)],
+                               num_output_frames=24, fps=30.0, num_frames=T)
+  np.testing.assert_array_equal(response.displacement[0], 0)
+  peak = np.linalg.norm(response.displacement, axis=-1).max(axis=0)
+  near = peak[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3].max()
+  assert near == peak.max() or near > 0.8 * peak.max()
+  still = scene.moving_mask < 1e-3
+  assert peak[still].max() < 0.05 * near
+  energy = response.energy()
+  assert np.all(np.diff(energy[2:]) < 0)
+
+
+def test_a_folder_of_pictures_gives_one_video_each(runs, tmp_path, capsys):
+  folder = tmp_path / "pictures"
+  folder.mkdir()
+  iio.imwrite(folder / "a.png", skimage.data.coffee())
+  iio.imwrite(folder / "b.jpg", skimage.data.astronaut())
+  code, printed, err = _main(capsys, "animate", folder, "-o", tmp_path / "videos",
+                             "--checkpoint", runs, "--format", "gif", "--frames", 4)
+  assert code == 0, err
+  assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["a.gif", "b.gif"]
+  assert printed.count("4 frames at 30 fps") == 2
+
+
+def test_motion_run_pins_its_vae(runs, tmp_path, animator):
+  """Training the VAE on after the motion run, or moving the folder of runs,
+  changes nothing that sampling decodes."""
+  picture = np.zeros((HEIGHT, WIDTH, 3), np.uint8) + 100
+  before = animator.spectral(picture, seed=2)
+  _, stats, _ = checkpoint.read_config(runs / "ldm2")
+  assert Path(stats["vae"]["path"]).is_absolute() and stats["vae"]["relative_path"] == "../vae"
+  moved = tmp_path / "moved"
+  shutil.copytree(runs, moved)
+  config = train_configs.animation_config("vae", 5)
+  from spectral_jax.train import train
+  train.run(config, moved / "vae", progress=False)
+  assert checkpoint.manager(moved / "vae", read_only=True).latest_step() == 5
+  reloaded = Animator.load(moved)
+  assert reloaded.motion.vae is not None
+  np.testing.assert_array_equal(reloaded.spectral(picture, seed=2), before)
+  pinned = loading.load_vae(moved / "vae", step=stats["vae"]["step"])
+  latest = loading.load_vae(moved / "vae")
+  assert latest.step == 5 and pinned.step == stats["vae"]["step"]
+
+
+def _command(*argv, env=None):
+  return subprocess.run(["spectral-jax", *map(str, argv)], capture_output=True, text=True,
+                        env=env)
+
+
+def test_second_run_loads_compiled_programs_from_the_cache(runs, photo, tmp_path):
+  env = dict(os.environ, SPECTRAL_JAX_CACHE_DIR=str(tmp_path / "cache"))
+  for name in ("first", "second"):
+    done = _command("animate", photo, "-o", tmp_path / f"{name}.mp4", "--checkpoint", runs,
+                    "--frames", 4, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if name == "first":
+      entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+      assert entries
+  # Nothing new was compiled: every program came from the cache.
+  assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, runs):
+  root = tmp_path_factory.mktemp("bad")
+  (root / "text.png").write_text("not a picture\n")
+  iio.imwrite(root / "photo.png", skimage.data.chelsea())
+  Motion(np.zeros((8, HEIGHT, WIDTH, 2), np.complex64), np.zeros((HEIGHT, WIDTH, 3), np.uint8),
+         30.0, 32).save(root / "other_k.npz")
+  return root
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["animate", "{bad}/text.png", "--checkpoint", "{runs}"], "not a picture"),
+    (["animate", "{bad}/missing.png", "--checkpoint", "{runs}"], "no such file"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--frames", "0"],
+     "--frames must be at least 1"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--magnify", "-1"],
+     "--magnify must be positive"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{runs}/vae"], "is one 'vae' run"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{bad}"], "no motion and no renderer run"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{bad}/nowhere"], "no such directory"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--motion", "{bad}/other_k.npz"],
+     "has K=8 bins over T=32 frames; this model uses K=4, T=16"),
+    (["interact", "{bad}/photo.png", "--checkpoint", "{runs}", "--poke", "500,10,1,0"],
+     "poke at (500, 10) is outside the animated picture"),
+    (["interact", "{bad}/photo.png", "--checkpoint", "{runs}", "--poke", "1,2,3"],
+     "expected X,Y,DX,DY"),
+])
+def test_bad_input_one_line_exit_2_no_output(runs, bad_inputs, tmp_path, argv, message):
+  out = tmp_path / "out.mp4"
+  argv = [a.format(bad=bad_inputs, runs=runs) for a in argv] + ["-o", str(out)]
+  done = _command(*argv)
+  assert done.returncode == 2, done.stderr[-2000:]
+  lines = [line for line in done.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and message in lines[0], done.stderr
+  assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_find_runs_takes_stage_2_and_the_renderer(runs):
+  found = loading.find_runs(runs)
+  assert found == {"motion": runs / "ldm2", "renderer": runs / "renderer"}
