@@ -267,7 +267,7 @@ def bad_inputs(tmp_path_factory, runs):
     (["animate", "{bad}/photo.png", "--checkpoint", "{bad}"], "no motion and no renderer run"),
     (["animate", "{bad}/photo.png", "--checkpoint", "{bad}/nowhere"], "no such directory"),
     (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--motion", "{bad}/other_k.npz"],
-     "has K=8 bins over T=32 frames; this model uses K=4, T=16"),
+     "has K=8 bins over T=32 frames at 30 fps; this model uses K=4, T=16 at 30 fps"),
     (["interact", "{bad}/photo.png", "--checkpoint", "{runs}", "--poke", "500,10,1,0"],
      "poke at (500, 10) is outside the animated picture"),
     (["interact", "{bad}/photo.png", "--checkpoint", "{runs}", "--poke", "1,2,3"],
@@ -286,3 +286,12 @@ def test_bad_input_one_line_exit_2_no_output(runs, bad_inputs, tmp_path, argv, m
 def test_find_runs_takes_stage_2_and_the_renderer(runs):
   found = loading.find_runs(runs)
   assert found == {"motion": runs / "ldm2", "renderer": runs / "renderer"}
+
+
+def test_the_commands_never_import_training():
+  probe = ("import sys; import spectral_jax.apps.animate, spectral_jax.apps.interact; "
+           "from spectral_jax.inference import animator, dynamics, loading, pictures; "
+           "print(sorted(m for m in sys.modules if m.startswith('spectral_jax.train')))")
+  done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip() == "[]"

@@ -3,6 +3,7 @@
   python tools/benchmark.py data [--videos 2 --video-frames 300 --workers 2]
   python tools/benchmark.py splat [--channels 64 --rounds 10]
   python tools/benchmark.py train [--variants tiny --steps 3]
+  python tools/benchmark.py animate [--variant tiny --frames 150]
   python tools/benchmark.py render [--frames 150]
 
 ``data``: data-preparation throughput at 256x160 in clip frames per second,
@@ -29,6 +30,15 @@ Paper-shape sampling on a CPU is timed at a few steps and extrapolated
 linearly (marked so). ``--variants tiny,paper`` adds the paper shapes (batch
 2): meant for an accelerator; on a 2-core CPU the paper VAE's step (2 examples, 8
 frequency maps of 256x160) needs 18 GiB and several minutes.
+
+``animate``: `spectral-jax animate` of a 150-frame video at 256x160, by
+phase (load, DDIM sampling at 50 and 250 steps, rendering, H.264 encoding),
+each timed once compiled and with its first (compiling) call; then the whole
+command in two fresh processes sharing a new compilation cache, the second
+loading what the first compiled. The models are trained for one step from
+``--variant`` (``tiny`` widths by default, the size class of a model a CPU
+runs) at 256x160 with K=16 over T=150 frames: only the shapes matter for
+speed.
 
 ``render``: frames per second of the full renderer (`render_frames`,
 batches of 8) at 256x160 and 512x288 with the paper's network, and the peak
@@ -315,6 +325,72 @@ def _render_benchmark(args) -> None:
         f"{peak:.0f} MiB")
 
 
+def _animate_benchmark(args) -> None:
+  import skimage.data
+
+  from spectral_jax.data.video import write_video
+  from spectral_jax.inference import pictures
+  from spectral_jax.inference.animator import Animator, video_times
+  from spectral_jax.train import train
+  width, height = SIZE
+  workdir = Path(tempfile.mkdtemp(prefix="bench_animate_"))
+  try:
+    shared = {"num_steps": 1, "log_every": 1, "eval_every": 0, "checkpoint_every": 1,
+              "batch_size": 2, "data.width": width, "data.height": height,
+              "data.num_freqs": 16, "data.synthetic.num_frames": CLIP_FRAMES,
+              "data.synthetic.stats_examples": 4, "eval.whiten_batches": 1}
+    runs = {"vae": workdir / "vae", "ldm_pretrain": workdir / "ldm1",
+            "ldm_freq_attn": workdir / "ldm2", "renderer": workdir / "renderer"}
+    for stage, run in runs.items():
+      overrides = dict(shared)
+      if stage.startswith("ldm"):
+        overrides["vae_from"] = str(runs["vae"])
+      if stage == "ldm_freq_attn":
+        overrides["init_from"] = str(runs["ldm_pretrain"])
+      if stage == "renderer":
+        overrides["data.synthetic.num_render_frames"] = 1
+      train.run(_load_config(stage, args.variant, **overrides), run, progress=False)
+    print(f"animate, {args.variant} widths at {width}x{height}, K=16, T={CLIP_FRAMES}, "
+          f"{args.frames} frames (seconds: first call with compilation / compiled):")
+
+    def timed(function):
+      start = time.perf_counter()
+      result = function()
+      return result, time.perf_counter() - start
+
+    animator, load_s = timed(lambda: Animator.load(workdir))
+    print(f"  load models     {load_s:7.2f}")
+    picture, _ = pictures.fit_picture(skimage.data.chelsea(), width, height)
+    for steps in (50, 250):
+      options = animator.motion.options(num_steps=steps)
+      spectral, first = timed(lambda: animator.spectral(picture, 0, options))
+      _, again = timed(lambda: animator.spectral(picture, 1, options))
+      print(f"  sample {steps:3d} steps {first:7.2f} / {again:.2f} (guidance w = "
+            f"{options.guidance_scale:g}: {2 * steps} network evaluations on [1, 16, ...])")
+    texture, texture_s = timed(lambda: animator.texture(spectral, video_times(args.frames)))
+    print(f"  motion texture  {texture_s:7.2f}")
+    frames, first = timed(lambda: animator.render(picture, texture))
+    _, again = timed(lambda: animator.render(picture, texture))
+    print(f"  render {args.frames} frames {first:5.2f} / {again:.2f} "
+          f"({args.frames / again:.1f} frames/s)")
+    _, encode_s = timed(lambda: write_video(workdir / "video.mp4", frames, 30.0))
+    print(f"  encode H.264    {encode_s:7.2f}")
+
+    photo = workdir / "photo.png"
+    import imageio.v3 as iio
+    iio.imwrite(photo, skimage.data.chelsea())
+    env = dict(os.environ, SPECTRAL_JAX_CACHE_DIR=str(workdir / "cache"))
+    for name in ("first process (compiles)", "second process (cache)"):
+      command = ["spectral-jax", "animate", str(photo), "-o", str(workdir / "cli.mp4"),
+                 "--checkpoint", str(workdir), "--steps", "50", "--frames", str(args.frames)]
+      start = time.perf_counter()
+      subprocess.run(command, env=env, check=True, capture_output=True)
+      print(f"  spectral-jax animate, 50 steps, {name}: "
+            f"{time.perf_counter() - start:.1f} s end to end", flush=True)
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -334,6 +410,10 @@ def main() -> None:
   train.add_argument("--steps", type=int, default=3,
                      help="training steps per stage; the last one is timed")
   train.set_defaults(run=_train_benchmark)
+  animate = sections.add_parser("animate", help="spectral-jax animate, by phase")
+  animate.add_argument("--variant", default="tiny", help="model widths: tiny or paper")
+  animate.add_argument("--frames", type=int, default=CLIP_FRAMES)
+  animate.set_defaults(run=_animate_benchmark)
   render = sections.add_parser("render", help="renderer frames/s and memory")
   render.add_argument("--frames", type=int, default=150)
   render.add_argument("--batch-size", type=int, default=8)

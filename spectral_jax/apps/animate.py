@@ -71,11 +71,13 @@ def load_motion_file(path, animator):
     motion = Motion.load(path)
   except (OSError, KeyError, ValueError) as error:
     raise ValueError(f"{path}: not a motion file of `spectral-jax motion` ({error})") from None
-  if (motion.num_freqs, motion.num_frames) != (animator.num_freqs, animator.num_frames):
+  if ((motion.num_freqs, motion.num_frames, motion.fps)
+      != (animator.num_freqs, animator.num_frames, animator.fps)):
     raise ValueError(
-        f"{path} has K={motion.num_freqs} bins over T={motion.num_frames} frames; this model "
-        f"uses K={animator.num_freqs}, T={animator.num_frames} (measure it with "
-        f"`spectral-jax motion VIDEO --K {animator.num_freqs} --frames {animator.num_frames}`)")
+        f"{path} has K={motion.num_freqs} bins over T={motion.num_frames} frames at "
+        f"{motion.fps:g} fps; this model uses K={animator.num_freqs}, T={animator.num_frames} "
+        f"at {animator.fps:g} fps (measure it with `spectral-jax motion VIDEO --K "
+        f"{animator.num_freqs} --frames {animator.num_frames} --fps {animator.fps:g}`)")
   return fit_spectral(motion.spectral_volume, animator.width, animator.height)
 
 

@@ -41,7 +41,11 @@ def model_pokes(pokes, framing, num_frames: int):
     if not 0 <= frame < num_frames:
       raise ValueError(f"poke at frame {frame:g} is not within the video's "
                        f"{num_frames} frames")
+    # A point within half a pixel of the picture's edge maps just outside
+    # the model's pixel centres: it pokes the edge pixel.
     mx, my = framing.to_model(x, y)
+    mx = min(max(mx, 0.0), framing.out_width - 1.0)
+    my = min(max(my, 0.0), framing.out_height - 1.0)
     mdx, mdy = framing.vector_to_model(dx, dy)
     result.append(Poke(mx, my, mdx, mdy, frame))
   return result

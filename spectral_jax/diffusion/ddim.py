@@ -1,4 +1,4 @@
-"""DDIM sampling with classifier-free and loss guidance (DESIGN.md §2).
+"""DDIM sampling with classifier-free and loss guidance (docs/DESIGN.md §2).
 
 Conventions:
 

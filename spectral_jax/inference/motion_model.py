@@ -56,10 +56,12 @@ class MotionModel:
 
   def options(self, *, loop_frames: int = 0, **overrides) -> SamplingOptions:
     """The run's ``sampling`` config with ``overrides`` (None: keep); loop
-    self-guidance only when ``loop_frames`` is given."""
+    self-guidance only for ``loop_frames`` N that needs it: a texture over a
+    multiple of T frames is periodic already."""
     values = {**self.config.sampling.to_dict(),
               **{name: value for name, value in overrides.items() if value is not None}}
-    if not loop_frames:
+    if loop_frames % self.num_frames == 0:
+      loop_frames = 0
       values.update(loop_weight=0.0, recurrence_steps=1)
     return SamplingOptions(loop_frames=loop_frames, **values)
 

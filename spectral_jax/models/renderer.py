@@ -1,4 +1,4 @@
-"""The image-based renderer (DESIGN.md §2): encode the picture once, splat its
+"""The image-based renderer (docs/DESIGN.md §2): encode the picture once, splat its
 feature pyramid by each frame's displacement, synthesise the frame.
 
 * `FeatureEncoder`: ResNet-34-style (BasicBlocks, GroupNorm) pyramid of the

@@ -1,6 +1,6 @@
 """VAE that compresses one frequency's normalized motion map to a latent.
 
-Input and output are the real layout of DESIGN.md §1 for a single frequency,
+Input and output are the real layout of docs/DESIGN.md §1 for a single frequency,
 ``[N, H, W, 4]`` = ``(Re dx, Re dy, Im dx, Im dy)`` after frequency-adaptive
 normalization; the latent is ``[N, H / 2^(L-1), W / 2^(L-1), latent_channels]``
 for ``L = len(channel_mults)`` (paper: (1, 2, 4), 256x160 → 64x40).

@@ -2,7 +2,7 @@
 
 Written by `spectral-jax motion` and `synth`, read by `animate --motion`:
 
-  spectral_volume  complex64 [K, H, W, 2], pixels (DESIGN.md §1)
+  spectral_volume  complex64 [K, H, W, 2], pixels (docs/DESIGN.md §1)
   image            uint8 [H, W, 3], the reference frame
   fps              frames/s the volume was measured at
   num_frames       T, the clip length of the transform

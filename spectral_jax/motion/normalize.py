@@ -1,4 +1,4 @@
-"""Frequency-adaptive normalization of spectral volumes (DESIGN.md §1).
+"""Frequency-adaptive normalization of spectral volumes (docs/DESIGN.md §1).
 
 For each frequency bin k the scale ``c_k`` is a percentile (97 by default, 95
 in the CVPR version of the paper) of ``|x|`` over every real-layout channel of

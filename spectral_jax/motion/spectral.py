@@ -1,6 +1,6 @@
 """The spectral volume: temporal Fourier coefficients of per-pixel motion.
 
-Conventions (DESIGN.md §1), shared by every module:
+Conventions (docs/DESIGN.md §1), shared by every module:
 
 * displacement ``disp_px`` ``[T, H, W, 2]`` float, ``(dx, dy)`` in pixels from
   the reference frame 0 to frame ``t`` (so ``disp_px[0] == 0``);

@@ -1,4 +1,4 @@
-"""Softmax splatting: forward warping of features by a flow (DESIGN.md §2).
+"""Softmax splatting: forward warping of features by a flow (docs/DESIGN.md §2).
 
 Every source pixel ``(x, y)`` moves to ``(x + dx, y + dy)`` and is spread over
 the 4 pixels around that point with bilinear weights ``b``; where several
