@@ -3,7 +3,7 @@
 The paper's numbers live in the `configs/` files; this module only fixes the
 shape of a config and the variants' data and run lengths:
 
-  tiny   trains on this CPU in minutes, on synthetic scenes made on the fly
+  tiny   trains on a laptop CPU in minutes, on synthetic scenes made on the fly
          (64x48 pixels, T=32 frames, K=8), needing no prepared data set;
   paper  256x160, K=16, a data set from `spectral-jax prepare`;
   hires  512x288 fine-tuning from a `paper` run (``--config.init_from=DIR``).

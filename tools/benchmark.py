@@ -3,7 +3,7 @@
   python tools/benchmark.py data [--videos 2 --video-frames 300 --workers 2]
   python tools/benchmark.py splat [--channels 64 --rounds 10]
   python tools/benchmark.py train [--variants tiny --steps 3]
-  python tools/benchmark.py animate [--variant tiny --frames 150]
+  python tools/benchmark.py animate [--variant tiny --frames 150 --steps 50,250]
   python tools/benchmark.py render [--frames 150]
 
 ``data``: data-preparation throughput at 256x160 in clip frames per second,
@@ -361,7 +361,7 @@ def _animate_benchmark(args) -> None:
     animator, load_s = timed(lambda: Animator.load(workdir))
     print(f"  load models     {load_s:7.2f}")
     picture, _ = pictures.fit_picture(skimage.data.chelsea(), width, height)
-    for steps in (50, 250):
+    for steps in map(int, args.steps.split(",")):
       options = animator.motion.options(num_steps=steps)
       spectral, first = timed(lambda: animator.spectral(picture, 0, options))
       _, again = timed(lambda: animator.spectral(picture, 1, options))
@@ -413,6 +413,7 @@ def main() -> None:
   animate = sections.add_parser("animate", help="spectral-jax animate, by phase")
   animate.add_argument("--variant", default="tiny", help="model widths: tiny or paper")
   animate.add_argument("--frames", type=int, default=CLIP_FRAMES)
+  animate.add_argument("--steps", default="50,250", help="DDIM step counts to time")
   animate.set_defaults(run=_animate_benchmark)
   render = sections.add_parser("render", help="renderer frames/s and memory")
   render.add_argument("--frames", type=int, default=150)
