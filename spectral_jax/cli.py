@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
 
 def _add_clip_arguments(parser: argparse.ArgumentParser, paper) -> None:

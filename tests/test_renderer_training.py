@@ -21,10 +21,10 @@ import orbax.checkpoint as ocp
 from spectral_jax import checkpoint
 from spectral_jax.config_base import load_config_file
 from spectral_jax.data import sources
+from spectral_jax.inference.loading import load_renderer
 from spectral_jax.motion.spectral import from_real_layout, motion_texture
 from spectral_jax.render.frames import render_frames
 from spectral_jax.train import metrics, train
-from spectral_jax.inference.loading import load_renderer
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "renderer.py"
 

@@ -92,8 +92,10 @@ def run(args) -> None:
   _check(args)
   jobs = _jobs(args)
   several = Path(args.image).is_dir()
-  # Every picture is read before the models load: a bad one fails at once.
-  sources = [(pictures.read_picture(picture), picture, video) for picture, video in jobs]
+  # Every picture is read once before the models load, so that a bad one
+  # fails at once, and again when its turn comes (memory stays one picture).
+  for picture_path, _ in jobs:
+    pictures.read_picture(picture_path)
   compile_cache.enable(args.cache_dir)
   animator = Animator.load(resolve_checkpoint(args.checkpoint),
                            with_motion=args.motion is None)
@@ -107,9 +109,10 @@ def run(args) -> None:
         loop_frames=num_frames if args.loop else 0)
   times = video_times(num_frames, slowmo=args.slowmo, loop=args.loop)
 
-  for image, picture_path, video_path in sources:
+  for picture_path, video_path in jobs:
     started = time.perf_counter()
-    picture, framing = pictures.fit_picture(image, animator.width, animator.height)
+    picture, framing = pictures.fit_picture(pictures.read_picture(picture_path),
+                                            animator.width, animator.height)
     if measured is not None:
       spectral, origin = measured, f"from {args.motion}"
     else:
