@@ -85,9 +85,13 @@ def read_config(workdir, step: int | None = None) -> tuple[ml_collections.Config
   """(config, stats, step) of a run's latest (or given) checkpoint, without
   its arrays: enough to rebuild the model and know its statistics."""
   mngr = manager(workdir, read_only=True)
-  step = mngr.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f"{workdir}: no finished checkpoint")
+    step = mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{workdir}: no finished checkpoint")
+  elif step not in mngr.all_steps():
+    raise FileNotFoundError(f"{workdir} has no checkpoint of step {step} (it has "
+                            f"{sorted(mngr.all_steps()) or 'none'})")
   restored = mngr.restore(step, args=ocp.args.Composite(
       config=ocp.args.JsonRestore(), stats=ocp.args.JsonRestore()))
   return ml_collections.ConfigDict(restored["config"]), restored["stats"], step
@@ -121,11 +125,6 @@ def load_model(workdir, build, stages: tuple[str, ...], mesh=None, step: int | N
     ValueError: the run is of another stage.
     FileNotFoundError: no such run, or it lacks checkpoint ``step``.
   """
-  if step is not None:
-    available = manager(workdir, read_only=True).all_steps()
-    if step not in available:
-      raise FileNotFoundError(f"{workdir} has no checkpoint of step {step} (it has "
-                              f"{sorted(available) or 'none'})")
   config, stats, step = read_config(workdir, step)
   if config.stage not in stages:
     raise ValueError(f"{workdir} is a {config.stage!r} run, not one of {stages}")

@@ -79,11 +79,9 @@ class MotionModel:
   def sample(self, image, rng, options: SamplingOptions) -> jax.Array:
     """Normalized spectral volumes ``[B, K, H, W, 4]`` for pictures ``image``
     ``[B, H, W, 3]`` in [-1, 1]. Not jitted: jit the caller."""
-    ddim = self._ddim_options(options)
     return motion.sample_spectral(
         self.unet, self.vae, self.latent_stats, self.schedule, image, rng,
-        num_freqs=self.num_freqs, num_steps=options.num_steps,
-        guidance_loss=ddim.pop("guidance_loss"), **ddim)
+        num_freqs=self.num_freqs, num_steps=options.num_steps, **self._ddim_options(options))
 
   def sampler(self, options: SamplingOptions):
     """``(image [B, H, W, 3] uint8, rng, progress=False) -> [B, K, H, W, 4]``
