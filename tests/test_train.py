@@ -24,7 +24,8 @@ from spectral_jax.train import metrics, train  # noqa: E402
 
 @pytest.fixture(scope="module")
 def one_device_runs(tmp_path_factory):
-  """One step of each stage on one device: {stage: (loss, flat params)}."""
+  """One SGD step of each stage on one device: {stage: (loss, flat params,
+  learning rate)}."""
   out = tmp_path_factory.mktemp("one_device")
   return out, train_configs.train_every_stage(out)
 
@@ -43,6 +44,33 @@ def test_every_stage_writes_metrics_and_checkpoints(one_device_runs):
   assert len(vae_stats["latent"]["mean"]) == 4 and min(vae_stats["latent"]["std"]) > 0
 
 
+def test_the_one_step_trained(one_device_runs):
+  """The runs the comparisons below rely on trained: the step's learning
+  rate was not 0, and the parameters moved from where the run started (in
+  stage 2, only frequency attention: the first step moves its
+  zero-initialised output projections; the rest gets no gradient through
+  them yet)."""
+  from spectral_jax.models.build import build_unet, build_vae
+  _, results = one_device_runs
+  for stage, build in (("vae", build_vae), ("ldm_pretrain", build_unet),
+                       ("ldm_freq_attn", build_unet)):
+    _, params, learning_rate = results[stage]
+    assert learning_rate > 0, stage
+    initial = train_configs.initial_params(train_configs.load_config(stage), build)
+    assert set(initial) == set(params), stage
+    if stage == "ldm_freq_attn":  # It starts from stage 1's parameters.
+      initial.update(results["ldm_pretrain"][1])
+    moved = {name for name in params if not np.array_equal(params[name], initial[name])}
+    if stage == "ldm_freq_attn":
+      assert moved and all("freq_attn" in name for name in moved), sorted(moved)
+    elif stage == "ldm_pretrain":
+      # Residual branches end in zero-initialised convolutions: their first
+      # layers get no gradient on step 1 (82 of 167 arrays move).
+      assert {"conv_in/kernel", "conv_out/kernel"} <= moved and len(moved) > len(params) / 3
+    else:
+      assert len(moved) > 0.9 * len(params), (stage, sorted(set(params) - moved))
+
+
 def test_eight_devices_equal_one(one_device_runs, tmp_path):
   """The same step on a 4x2 (data x fsdp) mesh of 8 fake CPU devices, with
   parameters split over fsdp, gives the 1-device losses and parameters."""
@@ -50,12 +78,14 @@ def test_eight_devices_equal_one(one_device_runs, tmp_path):
   env = dict(os.environ)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                       " --xla_force_host_platform_device_count=8").strip()
+  # The fake devices are CPU devices: pinned there on a machine with a GPU.
+  env["JAX_PLATFORMS"] = "cpu"
   done = subprocess.run([sys.executable, str(Path(__file__).parent / "train_configs.py"),
                          str(tmp_path)], env=env, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "devices=8" in done.stdout
   eight = np.load(tmp_path / "results.npz")
-  for stage, (loss, params) in one.items():
+  for stage, (loss, params, _) in one.items():
     np.testing.assert_allclose(eight[f"{stage}:loss"], loss, rtol=1e-4)
     for name, value in params.items():
       np.testing.assert_allclose(eight[f"{stage}:{name}"], value, rtol=1e-4, atol=1e-6,

@@ -27,7 +27,9 @@ def load_config(stage: str):
   config.num_steps = 2
   config.log_every = config.eval_every = config.checkpoint_every = 1
   config.eval.num_batches = config.eval.whiten_batches = 1
-  config.optimizer.warmup_steps = 1
+  # No warm-up: a warm-up starts at learning rate 0, so a test's first
+  # steps would train nothing.
+  config.optimizer.warmup_steps = 0
   model = config.model
   if stage == "renderer":
     model.update({"channels": (8, 16, 16, 16), "style_dim": 16, "norm_groups": 4})
@@ -85,11 +87,40 @@ def train_animation_runs(out_dir: Path, steps: int = 3) -> Path:
   return out_dir
 
 
-def train_every_stage(out_dir: Path, mesh: dict | None = None, fsdp_min_size: int = 0) -> dict:
-  """One step of vae → ldm_pretrain → ldm_freq_attn in ``out_dir``; returns
-  {stage: (first loss, flat parameters)}."""
+def use_sgd(config, learning_rate: float = 0.05) -> None:
+  """Plain SGD for runs compared across device counts. Adam's first update
+  is about ``lr * sign(g)``, so a gradient near 0 whose float32 sum depends
+  on the reduction order (1 vs 8 devices) may flip a whole ``lr`` step; an
+  SGD update is linear in the gradient, and its differences stay at float
+  rounding."""
+  config.optimizer.name = "sgd"
+  config.optimizer.learning_rate = learning_rate
+
+
+def flat_params(params) -> dict:
+  """``{"a/b/kernel": np.ndarray}`` of a nested parameter dict."""
   import jax
   import numpy as np
+
+  from spectral_jax import checkpoint
+  return {"/".join(map(str, path)): np.asarray(jax.device_get(leaf))
+          for path, leaf in checkpoint._flat(params).items()}
+
+
+def initial_params(config, build) -> dict:
+  """`flat_params` of the model ``build(config, rngs)`` as the training loop
+  initialises it (before any parameters are loaded from another run)."""
+  import jax
+  from flax import nnx
+
+  from spectral_jax.models import functional
+  init = jax.jit(lambda: functional.split_params(build(config, nnx.Rngs(config.seed)))[1])
+  return flat_params(init())
+
+
+def train_every_stage(out_dir: Path, mesh: dict | None = None, fsdp_min_size: int = 0) -> dict:
+  """One SGD step of vae → ldm_pretrain → ldm_freq_attn in ``out_dir``;
+  returns {stage: (first loss, flat parameters, logged learning rate)}."""
   import orbax.checkpoint as ocp
 
   from spectral_jax import checkpoint
@@ -99,6 +130,7 @@ def train_every_stage(out_dir: Path, mesh: dict | None = None, fsdp_min_size: in
   for stage in ("vae", "ldm_pretrain", "ldm_freq_attn"):
     config = load_config(stage)
     config.num_steps = 1
+    use_sgd(config)
     if mesh:
       config.mesh.update(mesh)
       config.fsdp_min_size = fsdp_min_size
@@ -109,14 +141,12 @@ def train_every_stage(out_dir: Path, mesh: dict | None = None, fsdp_min_size: in
     workdir = out_dir / stage
     train.run(config, workdir, progress=False)
     previous[stage] = workdir
-    loss = metrics.read_metrics(workdir)[0]["loss"]
+    record = metrics.read_metrics(workdir)[0]
     _, _, step = checkpoint.read_config(workdir)
     mngr = checkpoint.manager(workdir, read_only=True)
     params = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore()))["params"]
-    flat = {"/".join(map(str, path)): np.asarray(jax.device_get(leaf))
-            for path, leaf in checkpoint._flat(params).items()}
-    results[stage] = (loss, flat)
+    results[stage] = (record["loss"], flat_params(params), record["learning_rate"])
   return results
 
 
@@ -126,8 +156,8 @@ if __name__ == "__main__":
   out = Path(sys.argv[1])
   mesh = {"data": 4, "fsdp": 2} if jax.device_count() == 8 else None
   results = train_every_stage(out, mesh, fsdp_min_size=64)
-  arrays = {f"{stage}:loss": np.float64(loss) for stage, (loss, _) in results.items()}
-  for stage, (_, flat) in results.items():
+  arrays = {f"{stage}:loss": np.float64(loss) for stage, (loss, _, _) in results.items()}
+  for stage, (_, flat, _) in results.items():
     arrays.update({f"{stage}:{name}": value for name, value in flat.items()})
   np.savez(out / "results.npz", **arrays)
   print(f"devices={jax.device_count()}")

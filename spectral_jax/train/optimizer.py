@@ -59,8 +59,10 @@ def make_optimizer(config, params, trainable: str = ".*") -> optax.GradientTrans
     base = optax.adam(schedule, b1=config.b1, b2=config.b2)
   elif config.name == "adamw":
     base = optax.adamw(schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay)
+  elif config.name == "sgd":
+    base = optax.sgd(schedule)
   else:
-    raise ValueError(f"unknown optimizer {config.name!r}: 'adam' or 'adamw'")
+    raise ValueError(f"unknown optimizer {config.name!r}: 'adam', 'adamw' or 'sgd'")
   if config.grad_clip:
     base = optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
   labels = trainable_labels(params, trainable)
