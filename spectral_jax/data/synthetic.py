@@ -1,13 +1,13 @@
 """Synthetic oscillating scenes with exact ground-truth motion.
 
-A scene is a background (a real photo shipped with scikit-image, or a
-generated texture) with a few plant-like regions painted on it that sway like
+A scene is a still background (a real photo shipped with scikit-image, or
+a generated texture) with a few plant-like layers over it that sway like
 cantilevers: each is anchored at a base, and its displacement grows like
 ``clip(s, 0, 1)^2`` with the position ``s`` along the stalk (0 at the base,
 1 at the tip), the shape of a cantilever's first mode near the base. Each
-region's motion in time is a sum of a few lightly damped harmonic oscillators,
-swaying from before the clip starts and kicked again by gusts. Where regions
-overlap their displacements add; the background never moves.
+layer's motion in time is a sum of a few lightly damped harmonic oscillators,
+swaying from before the clip starts and kicked again by gusts. Layers are
+composited in order, later ones in front; the background never moves.
 
 Frequency law: oscillator frequencies are uniform in ``freq_range_hz``
 (0.2-4 Hz) and a mode's mean-square amplitude is ``exp(-f / power_decay_hz)``,
@@ -17,9 +17,13 @@ measured on real videos (its reason for keeping only K = 16 bins). Modes ring
 down at a fixed damping ratio, so higher ones also die out faster, which
 steepens the fall-off a little more.
 
-Frames are rendered by warping the reference picture with the known forward
-displacement, so ``disp_px`` and ``spectral`` are the exact ground truth of
-every frame (up to bilinear resampling).
+Frames are composited from the layers, each warped by its own smooth
+displacement field, so a swaying plant covers the background on one side
+and uncovers it on the other, as in real footage: forward warping the
+picture alone leaves holes there, which is what a renderer must learn to
+fill. ``disp_px`` is the ground truth of every pixel of the picture: the
+displacement of the layer seen at that pixel at rest (blended over the
+anti-aliased edges), 0 on the background.
 """
 
 from __future__ import annotations
@@ -37,10 +41,34 @@ from spectral_jax.motion.spectral import spectral_volume
 # without a download); grey ones are tinted into colour.
 _PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "grass", "gravel", "brick")
 
-# Largest |grad D| (pixels per pixel) allowed in a scene. Below 1 the forward
-# map x -> x + D(x) is one-to-one and the fixed-point inverse in
-# `warp_forward` contracts by this factor per iteration.
+# Largest |grad M| (pixels per pixel) of a layer's displacement field M.
+# Below 1 the layer's forward map x -> x + M(x) is one-to-one and the
+# fixed-point inverse in `warp_forward` contracts by this factor per iteration.
 _MAX_STRAIN = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Layers:
+  """What a scene's frames are composited from (`render_frame`).
+
+  Attributes:
+    background: float32 ``[H, W, 3]`` in [0, 255], never moves.
+    colours: float32 ``[R, H, W, 3]`` in [0, 255], each layer's foliage.
+    alphas: float32 ``[R, H, W]`` in [0, 1], each layer's coverage at rest.
+    shapes: float32 ``[R, H, W]`` mode shapes ``clip(s, 0, 1)^2``, smooth
+      over the whole frame.
+    motion: float32 ``[R, T, 2]`` pixels: layer r's field at frame t is
+      ``motion[r, t] * shapes[r]``; ``motion[:, 0] == 0``.
+  """
+  background: np.ndarray
+  colours: np.ndarray
+  alphas: np.ndarray
+  shapes: np.ndarray
+  motion: np.ndarray
+
+  def field(self, layer: int, t: int) -> np.ndarray:
+    """float32 ``[H, W, 2]``: where layer ``layer`` moves at frame ``t``, px."""
+    return self.motion[layer, t] * self.shapes[layer][..., None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,19 +77,22 @@ class SyntheticScene:
 
   Attributes:
     frames: uint8 ``[T, H, W, 3]`` RGB; ``frames[0]`` is the reference picture
-      I0 (unwarped). ``[1, H, W, 3]`` when made with ``render=False``.
+      I0 (the layers at rest). ``[1, H, W, 3]`` when made with
+      ``render=False``; `render_frame` makes any other frame on demand.
     disp_px: float32 ``[T, H, W, 2]`` ground-truth ``(dx, dy)`` in pixels from
       frame 0 to frame t; ``disp_px[0] == 0`` exactly.
     spectral: complex64 ``[K, H, W, 2]``, ``spectral_volume(disp_px, K)``.
-    moving_mask: float32 ``[H, W]`` in [0, 1]: where the swaying regions are;
-      ``disp_px`` is exactly 0 where it is 0.
+    moving_mask: float32 ``[H, W]`` in [0, 1]: how much of each pixel the
+      swaying layers cover at rest; ``disp_px`` is exactly 0 where it is 0.
     fps: frames per second of the clip.
+    layers: what the frames are composited from.
   """
   frames: np.ndarray
   disp_px: np.ndarray
   spectral: np.ndarray
   moving_mask: np.ndarray
   fps: float
+  layers: Layers
 
 
 def texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -126,7 +157,7 @@ def warp_forward(image: np.ndarray, disp_px: np.ndarray, iterations: int = 8) ->
   Each output pixel y needs its source x with ``x + D(x) = y``, found by the
   fixed-point iteration ``x <- y - D(x)`` from ``x = y`` (D sampled
   bilinearly). The iteration map has Lipschitz constant ``L = max |grad D|``,
-  so the error shrinks by at least L per step: for the smooth fields of
+  so the error shrinks by at least L per step: for the layers' fields of
   `make_scene` (L <= 0.5, |D| <= a few pixels) 8 steps leave well under
   0.02 px, below the 1/32-pixel grid on which `cv2.remap` places samples.
 
@@ -149,19 +180,16 @@ def warp_forward(image: np.ndarray, disp_px: np.ndarray, iterations: int = 8) ->
   return cv2.remap(image, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def _cantilever(rng, height: int, width: int, blur_px: float):
-  """Geometry of one swaying region.
+def _cantilever(rng, height: int, width: int):
+  """Geometry of one swaying layer.
 
-  Most regions are plants growing up from near the bottom edge; one in five
+  Most layers are plants growing up from near the bottom edge; one in five
   is a branch reaching in from a side edge.
 
   Returns:
     alpha: float32 ``[H, W]`` painted shape, edge anti-aliased over 1 px.
-    shape: float32 ``[H, W]`` mode shape: the motion mask (the shape dilated
-      by ``1.5 blur_px`` and Gaussian-blurred by ``blur_px``, so the field is
-      smooth, and exactly 0 beyond 4.5 blur widths outside the shape) times
-      ``clip(s, 0, 1)^2``.
-    mask: float32 ``[H, W]`` the motion mask alone.
+    shape: float32 ``[H, W]`` mode shape ``clip(s, 0, 1)^2``, defined (and
+      smooth) over the whole frame, so the layer warps without folding.
     sway: ``[2]`` unit vector, the direction of the first mode: across the
       stalk, so mostly horizontal for upright plants.
   """
@@ -190,23 +218,20 @@ def _cantilever(rng, height: int, width: int, blur_px: float):
              * (1 + 0.15 * np.sin(2 * np.pi * lobes * s + lobe_phase)))
   inside_px = np.minimum(np.minimum(outline - np.abs(r), s * length), (1 - s) * length)
   alpha = np.clip(inside_px + 0.5, 0, 1).astype(np.float32)
-  dilated = np.clip(inside_px + 1.5 * blur_px + 0.5, 0, 1).astype(np.float32)
-  radius = int(np.ceil(3 * blur_px))
-  mask = cv2.GaussianBlur(dilated, (2 * radius + 1, 2 * radius + 1), blur_px)
-  shape = mask * np.clip(s, 0, 1) ** 2
+  shape = np.clip(s, 0, 1) ** 2
   sway_angle = rng.normal(0.0, 0.3)
   rotation = np.array([[np.cos(sway_angle), -np.sin(sway_angle)],
                        [np.sin(sway_angle), np.cos(sway_angle)]])
-  return alpha, shape.astype(np.float32), mask, rotation @ across
+  return alpha, shape.astype(np.float32), rotation @ across
 
 
 def _sway(rng, num_frames: int, fps: float, sway: np.ndarray, *, num_modes: int,
           freq_range_hz, power_decay_hz: float, gust_rate_hz: float) -> np.ndarray:
-  """float64 ``[T, 2]`` motion of one region, in units `make_scene` scales.
+  """float64 ``[T, 2]`` motion of one layer, in units `make_scene` scales.
 
   A sum of damped harmonic oscillators (damping ratio 1-6%): each is already
   swaying at frame 0 with a random phase, and Poisson gusts, shared by the
-  region's modes as one push, kick them again. A mode's amplitude is
+  layer's modes as one push, kick them again. A mode's amplitude is
   ``exp(-f / (2 power_decay_hz))`` (power ``exp(-f / power_decay_hz)``); it
   moves along ``sway`` turned by a small random angle, so the modes trace
   out slightly different directions.
@@ -236,19 +261,40 @@ def _sway(rng, num_frames: int, fps: float, sway: np.ndarray, *, num_modes: int,
   return modes @ directions
 
 
-def _paint_foliage(rng, image: np.ndarray, alphas) -> np.ndarray:
-  """uint8 ``[H, W, 3]``: ``image`` with each region painted in a green to
-  yellow tint of one shared texture, so the moving parts look like foliage
-  and carry detail for optical flow."""
-  height, width = image.shape[:2]
+def _foliage(rng, height: int, width: int, count: int) -> np.ndarray:
+  """float32 ``[count, H, W, 3]`` in [0, 255]: one green to yellow tint per
+  layer of one shared texture, so the layers look like foliage and carry
+  detail for optical flow."""
   shade = texture(rng, height, width).mean(-1, keepdims=True) / 255.0
-  painted = image.astype(np.float32)
-  for alpha in alphas:
-    colour = np.array(colorsys.hsv_to_rgb(rng.uniform(0.12, 0.4), rng.uniform(0.45, 0.85),
-                                          rng.uniform(0.35, 0.85)))
-    foliage = np.clip(255.0 * colour * (0.4 + 1.2 * shade), 0, 255)
-    painted = painted * (1 - alpha[..., None]) + foliage * alpha[..., None]
-  return np.round(painted).astype(np.uint8)
+  colours = [np.array(colorsys.hsv_to_rgb(rng.uniform(0.12, 0.4), rng.uniform(0.45, 0.85),
+                                          rng.uniform(0.35, 0.85))) for _ in range(count)]
+  return np.stack([np.clip(255.0 * c * (0.4 + 1.2 * shade), 0, 255) for c in colours]).astype(
+      np.float32)
+
+
+def _visibility(alphas: np.ndarray) -> np.ndarray:
+  """float32 ``[R, H, W]``: how much of each pixel layer r shows at rest,
+  ``alpha_r * prod_{q > r} (1 - alpha_q)`` (later layers in front)."""
+  visible = np.empty_like(alphas)
+  in_front = np.ones(alphas.shape[1:], np.float32)  # Transmittance of the layers above.
+  for r in reversed(range(len(alphas))):
+    visible[r] = alphas[r] * in_front
+    in_front = in_front * (1 - alphas[r])
+  return visible
+
+
+def render_frame(layers: Layers, t: int) -> np.ndarray:
+  """uint8 ``[H, W, 3]``: frame ``t``, every layer warped by its field
+  (`warp_forward`, colour premultiplied by alpha so the anti-aliased edges
+  resample correctly) and composited over the background in order."""
+  frame = layers.background.copy()
+  for r in range(len(layers.alphas)):
+    alpha = layers.alphas[r][..., None]
+    rgba = np.concatenate([layers.colours[r] * alpha, alpha], axis=-1)
+    if np.any(layers.motion[r, t]):  # At rest the layer is used as it is, bit for bit.
+      rgba = warp_forward(rgba, layers.field(r, t))
+    frame = frame * (1 - rgba[..., 3:]) + rgba[..., :3]
+  return np.round(np.clip(frame, 0, 255)).astype(np.uint8)
 
 
 def make_scene(seed: int, *, num_frames: int = 150, height: int = 160, width: int = 256,
@@ -260,23 +306,24 @@ def make_scene(seed: int, *, num_frames: int = 150, height: int = 160, width: in
   """A deterministic synthetic scene: same seed, bitwise the same arrays.
 
   Args:
-    seed: picks everything (background, regions, oscillators).
+    seed: picks everything (background, layers, oscillators).
     num_frames: T. height, width: frame size in pixels. fps: frame rate.
     num_freqs: K, bins kept in ``spectral`` (K <= T // 2 + 1).
     background: "photo", "texture", or "auto" (either, chosen by the seed).
     max_amplitude_px: no pixel ever moves further than this (Euclidean,
-      pixels) from its frame-0 position. Each region's modes are scaled by
-      0.3-0.7 times it; the whole scene is scaled down where its largest
-      swing (or overlapping regions) would go beyond it, or where
-      ``|grad D|`` would exceed 0.5 (small frames, large amplitudes).
-    render: warp every frame; if False only ``frames[0]`` is made, for
-      training on motion generated on the fly.
+      pixels) from its frame-0 position. Each layer's modes are scaled by
+      0.3-0.7 times it; the whole scene is scaled down where a layer's
+      largest swing would go beyond it, or where a layer's field would
+      stretch by more than 0.5 px per px (small frames, large amplitudes).
+    render: composite every frame; if False only ``frames[0]`` is made,
+      for training on motion generated on the fly (`render_frame` makes
+      single frames).
     num_regions, modes_per_region: inclusive ranges of the number of swaying
-      regions and of oscillators per region.
+      layers and of oscillators per layer.
     freq_range_hz: oscillator frequencies are uniform in this range (Hz).
     power_decay_hz: a mode at f Hz has mean-square amplitude
       ``exp(-f / power_decay_hz)``.
-    gust_rate_hz: mean number of gusts per second re-exciting each region.
+    gust_rate_hz: mean number of gusts per second re-exciting each layer.
   """
   if background not in ("auto", "photo", "texture"):
     raise ValueError(f"background must be 'auto', 'photo' or 'texture', got {background!r}")
@@ -285,13 +332,9 @@ def make_scene(seed: int, *, num_frames: int = 150, height: int = 160, width: in
     background = "photo" if rng.random() < 0.5 else "texture"
   picture = (photo if background == "photo" else texture)(rng, height, width)
 
-  # Soft edges 1.2x the amplitude wide keep |grad D| <= ~0.35 across them. On
-  # small frames they are capped to keep the regions local, and the strain
-  # limit below scales the motion down instead.
-  blur_px = max(1.0, min(1.2 * max_amplitude_px, 0.06 * min(height, width)))
   count = int(rng.integers(num_regions[0], num_regions[1] + 1))
-  regions = [_cantilever(rng, height, width, blur_px) for _ in range(count)]
-  alphas, shapes, masks, sways = (list(part) for part in zip(*regions))
+  alphas, shapes, sways = (np.stack(part) for part in zip(
+      *[_cantilever(rng, height, width) for _ in range(count)]))
   motion = np.stack([
       _sway(rng, num_frames, fps, sway,
             num_modes=int(rng.integers(modes_per_region[0], modes_per_region[1] + 1)),
@@ -299,32 +342,31 @@ def make_scene(seed: int, *, num_frames: int = 150, height: int = 160, width: in
             gust_rate_hz=gust_rate_hz)
       for sway in sways])  # [R, T, 2]
   motion -= motion[:, :1]  # Displacement from frame 0, exactly 0 there.
-  # One gain for all of a region's modes, drawn independently of their
-  # frequencies: normalising each region to a peak would undo the power law.
+  # One gain for all of a layer's modes, drawn independently of their
+  # frequencies: normalising each layer to a peak would undo the power law.
   motion *= max_amplitude_px * rng.uniform(0.3, 0.7, count)[:, None, None]
 
-  # |grad D_t(x)| <= sum_r |grad shape_r(x)| |motion_r(t)|: bounds the strain
-  # of every frame.
-  peaks = np.linalg.norm(motion, axis=-1).max(1)
-  strain = sum(peak * np.hypot(*np.gradient(shape)) for peak, shape in zip(peaks, shapes)).max()
-  if strain > _MAX_STRAIN:
-    motion *= _MAX_STRAIN / strain
-  # [T * 2, R] @ [R, H * W]: one matmul, and contiguous x and y planes make
-  # the peak cheap to find before the move to channels-last.
-  planes = (motion.transpose(1, 2, 0).reshape(num_frames * 2, count).astype(np.float32)
-            @ np.stack(shapes).reshape(count, height * width))
-  planes = planes.reshape(num_frames, 2, height, width)
-  peak = np.sqrt((planes[:, 0] ** 2 + planes[:, 1] ** 2).max())
-  if peak > max_amplitude_px:
-    planes *= np.float32(max_amplitude_px / peak)
-  disp_px = np.ascontiguousarray(planes.transpose(0, 2, 3, 1))
+  # One factor for the whole scene keeps the layers' relative amplitudes.
+  # Strain: |grad M_r| <= |motion_r(t)| |grad shape_r| bounds every frame's.
+  # Amplitude: a pixel moves by a blend (weights summing to <= 1) of the
+  # fields of the layers it shows, each at most its swing over its own area.
+  swings = np.linalg.norm(motion, axis=-1).max(1)  # [R]
+  strain = max(swing * np.hypot(*np.gradient(shape)).max() for swing, shape in zip(swings, shapes))
+  reach = max(swing * shape[alpha > 0].max(initial=0.0)
+              for swing, shape, alpha in zip(swings, shapes, alphas))
+  motion *= min(1.0, _MAX_STRAIN / max(strain, 1e-12), max_amplitude_px / max(reach, 1e-12))
+  motion[:, 0] = 0.0
 
-  reference = _paint_foliage(rng, picture, alphas)
-  if render:
-    frames = np.stack([reference] + [warp_forward(reference, d) for d in disp_px[1:]])
-  else:
-    frames = reference[None]
+  visible = _visibility(alphas)
+  # [T * 2, R] @ [R, H * W]: one matmul for every frame's ground truth.
+  planes = (motion.transpose(1, 2, 0).reshape(num_frames * 2, count).astype(np.float32)
+            @ (visible * shapes).reshape(count, height * width))
+  disp_px = np.ascontiguousarray(planes.reshape(num_frames, 2, height, width).transpose(0, 2, 3, 1))
+
+  layers = Layers(background=picture.astype(np.float32),
+                  colours=_foliage(rng, height, width, count), alphas=alphas,
+                  shapes=shapes, motion=motion.astype(np.float32))
+  frames = np.stack([render_frame(layers, t) for t in range(num_frames if render else 1)])
   return SyntheticScene(frames=frames, disp_px=disp_px,
                         spectral=spectral_volume(disp_px, num_freqs),
-                        moving_mask=np.clip(np.sum(masks, 0), 0, 1).astype(np.float32),
-                        fps=fps)
+                        moving_mask=np.clip(visible.sum(0), 0, 1), fps=fps, layers=layers)

@@ -38,6 +38,28 @@ def sample_timesteps(rng: jax.Array, batch_size: int, num_steps: int):
   return jax.random.randint(rng, (batch_size,), 0, num_steps, dtype=jnp.int32)
 
 
+def fixed_noising(keys: jax.Array, shape: tuple[int, ...], num_steps: int):
+  """Timesteps and noise for evaluation, drawn from one key per example.
+
+  An example given the same key gets the same draw whatever batch it is in
+  and however large that batch is, so losses of different networks, or of
+  one network at different steps, compare on identical noisy inputs.
+
+  Args:
+    keys: ``[B]`` typed PRNG keys, one per example.
+    shape: one example's latent shape (e.g. ``(F, h, w, C)``).
+    num_steps: timesteps are uniform over ``[0, num_steps)``.
+  Returns:
+    ``t [B]`` int32 and ``noise [B, *shape]`` float32 standard normal.
+  """
+  def draw(key):
+    t_key, noise_key = jax.random.split(key)
+    return (jax.random.randint(t_key, (), 0, num_steps, dtype=jnp.int32),
+            jax.random.normal(noise_key, shape, jnp.float32))
+
+  return jax.vmap(draw)(keys)
+
+
 def predict_x0(schedule: Schedule, z_t, eps, t):
   """Clean latent implied by a noise prediction; inverse of `add_noise` in z0.
 

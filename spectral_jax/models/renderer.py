@@ -44,11 +44,25 @@ def _group_norm(channels: int, max_groups: int, dtype, rngs: nnx.Rngs,
                        dtype=dtype, rngs=rngs)
 
 
-def _resize(x, height: int, width: int):
-  """Bilinear (antialiased when shrinking) resize of ``[B, h, w, C]``."""
-  if x.shape[1:3] == (height, width):
+def regrid(x, height: int, width: int, factor: float):
+  """Bilinear resample of ``[B, h, w, C]`` to ``[B, height, width, C]`` on
+  the encoder's grid: output pixel i is input pixel ``factor * i``
+  (antialiased when ``factor > 1``).
+
+  The encoder's stride-2 convolutions, padded symmetrically, centre output
+  pixel i on input pixel 2i, so pixel i of the stride-``s`` scale sits at
+  full-resolution pixel ``s * i``. `jax.image.resize` puts it at
+  ``s * i + (s - 1) / 2`` instead (pixel areas aligned, not centres), which
+  would read flow and metric 0.5, 1.5 and 3.5 px off at strides 2, 4 and 8.
+  """
+  if x.shape[1:3] == (height, width) and factor == 1:
     return x
-  return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]), "linear")
+  # scale_and_translate reads output centre c (pixel i at c = i + 0.5) from
+  # input (c - translation) / scale; this translation puts it at factor * i.
+  scale = 1.0 / factor
+  return jax.image.scale_and_translate(
+      x, (x.shape[0], height, width, x.shape[3]), (1, 2), jnp.full((2,), scale, jnp.float32),
+      jnp.full((2,), 0.5 - 0.5 * scale, jnp.float32), "linear", antialias=True)
 
 
 class BasicBlock(nnx.Module):
@@ -139,18 +153,19 @@ def splat_pyramid(pyramid, flow, metric):
     pixel, clipped to [0, 1]; 0 in disocclusion holes, where the features
     are 0 too).
 
-  The displacement is resized to each scale and multiplied by the size ratio
-  (a shift of 8 px is 2 px at stride 4). The metric is resized but not
-  rescaled, so the same pixels win collisions at every scale.
+  Scale s has stride ``2^s``: the displacement is resampled onto its grid
+  (`regrid`) and divided by the stride (a shift of 8 px is 2 px at stride
+  4). The metric is resampled but not rescaled, so the same pixels win
+  collisions at every scale.
   """
-  height, width = flow.shape[1:3]
   flow = flow.astype(jnp.float32)
   metric = metric.astype(jnp.float32)
   splatted = []
-  for features in pyramid:
+  for s, features in enumerate(pyramid):
     h, w = features.shape[1:3]
-    scale_flow = _resize(flow, h, w) * jnp.asarray([w / width, h / height], jnp.float32)
-    splat_features = softmax_splat(features, scale_flow, _resize(metric, h, w))
+    stride = 2 ** s
+    scale_flow = regrid(flow, h, w, stride) / stride
+    splat_features = softmax_splat(features, scale_flow, regrid(metric, h, w, stride))
     coverage = softmax_splat(jnp.ones((flow.shape[0], h, w, 1), jnp.float32), scale_flow,
                              mode="sum")
     splatted.append(jnp.concatenate(
@@ -216,8 +231,9 @@ class SynthesisDecoder(nnx.Module):
   warped picture. From the coarsest scale up, each block sees the bilinearly
   upsampled activations of the block below concatenated with that scale's
   splatted features; the blocks' RGB outputs are upsampled and summed
-  (StyleGAN2 skip generator) and added to the warped picture. The frame is
-  nominally in ``[-1, 1]`` and not clipped, so that losses keep gradients.
+  (StyleGAN2 skip generator) and added to the warped picture; every
+  resampling keeps the encoder's grid (`regrid`). The frame is nominally in
+  ``[-1, 1]`` and not clipped, so that losses keep gradients.
   """
 
   def __init__(self, *, in_channels, channels, code_dim: int, dtype=jnp.float32,
@@ -238,9 +254,9 @@ class SynthesisDecoder(nnx.Module):
       features = splatted[s].astype(self.dtype)
       h, w = features.shape[1:3]
       if x is not None:
-        features = jnp.concatenate([features, _resize(x, h, w)], axis=-1)
+        features = jnp.concatenate([features, regrid(x, h, w, 0.5)], axis=-1)
       x, block_rgb = self.blocks[s](features, code)
-      rgb = block_rgb if rgb is None else _resize(rgb, h, w) + block_rgb
+      rgb = block_rgb if rgb is None else regrid(rgb, h, w, 0.5) + block_rgb
     return splatted[0][..., :3].astype(jnp.float32) + rgb.astype(jnp.float32)
 
 

@@ -8,13 +8,15 @@ embedding. Stage 2 (``freq_attention=True``) adds attention across the ``F``
 axis, in modules under attributes named ``freq_attn`` (and nothing else has
 that name, so training can freeze everything else by path). Their output
 projections start at zero, so stage 2 at initialisation computes exactly what
-stage 1 does: `with_stage1_params` copies a stage-1 parameter state into it.
+stage 1 does: `with_stage1_params` copies a stage-1 parameter state into it,
+and `without_freq_attn` turns a trained stage 2 back into its backbone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -243,3 +245,23 @@ def with_stage1_params(stage2_params: nnx.State, stage1_params: nnx.State) -> nn
   if mismatched:
     raise ValueError(f"parameter shapes differ at {mismatched[:5]}")
   return nnx.from_flat_state({**flat2, **flat1})
+
+
+def without_freq_attn(params):
+  """Stage-2 parameters with every ``freq_attn`` parameter zeroed: the
+  network they define computes exactly what its backbone alone (stage 1)
+  computes.
+
+  Each `FrequencyAttention` is ``x + out(...)`` with ``out`` a linear layer;
+  with its kernel and bias at zero the layer adds exactly 0 whatever its
+  input. Zeroing all of its parameters (all finite, so no NaN arises) does
+  that without depending on how the layer names its output projection.
+
+  Args:
+    params: any pytree of a ``freq_attention=True`` `MotionUNet`'s parameters
+      (nested dict or ``nnx.State``).
+  Returns:
+    The same tree, ``freq_attn`` leaves replaced by zeros.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: jnp.zeros_like(x) if is_freq_attn_path(path) else x, params)

@@ -26,11 +26,14 @@ from spectral_jax import checkpoint, diffusion
 from spectral_jax.data import sources
 from spectral_jax.data.pipeline import normalized_spectral
 from spectral_jax.diffusion import motion
+from spectral_jax.diffusion.training import fixed_noising
 from spectral_jax.inference.loading import load_vae, vae_pin
 from spectral_jax.models import functional
 from spectral_jax.models.build import build_unet
+from spectral_jax.models.unet import is_freq_attn_path, without_freq_attn
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.train import data as train_data
+from spectral_jax.train.optimizer import FROZEN, trainable_labels
 
 
 class LDMTask:
@@ -54,6 +57,7 @@ class LDMTask:
     self._transform = normalized_spectral(self.normalization, ("image", "spectral_volume"))
     self._train = sources.open_source(config.data, "train")
     self._test = sources.open_source(config.data, "test")
+    self._evaluation_fns = {}
 
   def make_model(self, rngs):
     return build_unet(self.config, rngs)
@@ -89,36 +93,123 @@ class LDMTask:
                                     process_index, process_count)
 
   def evaluate(self, graphdef, params, constants):
-    """On held-out pictures: DDIM samples (all K frequencies jointly, or, for
-    stage 1, all K sampled in one call with per-frequency indices) decoded
-    to spectral volumes; their error against the ground truth in pixels per
-    frequency, and the ground truth's own magnitude for scale."""
-    scales = jnp.asarray(self.normalization.scales)
-    evaluation = self.config.eval
+    """On the first ``eval.num_batches`` held-out batches:
 
-    @jax.jit
-    def errors(params, constants, batch, rng):
-      unet = functional.merge(graphdef, params)
-      sampled = motion.sample_spectral(
-          unet, self._vae(constants), constants["latent"], self.schedule,
-          motion.image_to_unit(batch["image"]), rng, num_freqs=self.config.data.num_freqs,
-          num_steps=evaluation.ddim_steps, guidance_scale=evaluation.guidance_scale)
-      power = self.normalization.power
-      truth = denormalize(batch["spectral_volume"], scales, power)
-      error = jnp.abs(denormalize(sampled, scales, power) - truth).mean(axis=(0, 2, 3, 4))
-      return error, jnp.abs(truth).mean(axis=(0, 2, 3, 4))
-
+    * ``heldout_eps_mse``: the ε-MSE of the network on all K frequencies of
+      each picture (stage 1 sees them as F = K maps with per-frequency
+      indices, which its spatial layers treat independently; stage 2
+      jointly), conditioned on the picture. Each example's timestep and
+      noise come from a key fixed by its position in the held-out order
+      (`heldout_inputs`), so unlike the training loss this does not move
+      with random draws: its changes between evaluations are the network's.
+    * ``heldout_eps_mse_stage1`` (stage 2, when only frequency attention
+      trains): the same on the same inputs for the network stage 2 started
+      from, stage 1's, so that whether frequency attention helps is one
+      comparison within one record.
+    * DDIM samples (all K frequencies jointly, or, for stage 1, all K
+      sampled in one call with per-frequency indices) decoded to spectral
+      volumes: their error against the ground truth in pixels per
+      frequency, and the ground truth's own magnitude for scale.
+    """
+    compare = self.joint and self._backbone_frozen(params)
+    evaluate_batch = self._evaluation_fn(graphdef, compare)
     results = []
     for index, batch in enumerate(train_data.eval_batches(
-        self._test, self.config, self._transform, self.mesh, evaluation.num_batches)):
-      rng = jax.random.fold_in(jax.random.key(self.config.seed), index)
-      results.append(jax.device_get(errors(params, constants, batch, rng)))
+        self._test, self.config, self._transform, self.mesh, self.config.eval.num_batches)):
+      results.append(jax.device_get(evaluate_batch(params, constants, batch, index)))
     if not results:
       return {}
-    error, magnitude = (np.mean(parts, axis=0) for parts in zip(*results))
-    result = {"sample_l1_px": float(error.mean()), "truth_l1_px": float(magnitude.mean())}
-    result.update({f"sample_l1_px/k{k:02d}": float(v) for k, v in enumerate(error)})
+    # Every batch has the same size: the mean of batch means is the mean.
+    mean = {name: np.mean([r[name] for r in results], axis=0) for name in results[0]}
+    # Per-frequency arrays [K] are summarised by their mean, and kept per k
+    # for the samples' error.
+    result = {name: float(value.mean()) for name, value in mean.items()}
+    result.update({f"sample_l1_px/k{k:02d}": float(v)
+                   for k, v in enumerate(mean["sample_l1_px"])})
     return result
+
+  def heldout_inputs(self, constants, batch, keys):
+    """The noisy U-Net inputs of the held-out ε-MSE, and the noise.
+
+    Args:
+      constants: the task's constants (VAE, latent whitening).
+      batch: ``image [B, H, W, 3]`` uint8, ``spectral_volume [B, K, H, W, 4]``
+        normalized.
+      keys: ``[B]`` PRNG keys, one per example: its timestep and noise.
+    Returns:
+      ``(z_t [B, K, h, w, C], t [B], image [B, H, W, 3] in [-1, 1],
+      freq_index [B, K], cond_mask [B] all True)`` and ``noise`` like ``z_t``.
+    """
+    spectral = batch["spectral_volume"]
+    batch_size, num_freqs = spectral.shape[:2]
+    z0 = motion.encode(self._vae(constants), constants["latent"], spectral)
+    t, noise = fixed_noising(keys, z0.shape[1:], self.schedule.num_steps)
+    z_t = diffusion.add_noise(self.schedule, z0, noise, t)
+    freq_index = jnp.broadcast_to(jnp.arange(num_freqs, dtype=jnp.int32),
+                                  (batch_size, num_freqs))
+    # Conditional only: the dropped condition is there for guidance, and the
+    # conditional prediction is the one sampling relies on.
+    cond_mask = jnp.ones((batch_size,), bool)
+    return (z_t, t, motion.image_to_unit(batch["image"]), freq_index, cond_mask), noise
+
+  def _evaluation_fn(self, graphdef, compare_stage1: bool):
+    """``f(params, constants, batch, index) -> {name: array}``, jitted once
+    per network (every evaluation of a run reuses the compiled program)."""
+    cache_key = (graphdef, compare_stage1)
+    if cache_key in self._evaluation_fns:
+      return self._evaluation_fns[cache_key]
+    scales = jnp.asarray(self.normalization.scales)
+    power = self.normalization.power
+    evaluation = self.config.eval
+    # Two independent streams from the seed: DDIM's noise, one key per
+    # batch; the held-out noising, one key per example.
+    sample_key, heldout_key = jax.random.split(jax.random.key(self.config.seed))
+
+    @jax.jit
+    def evaluate_batch(params, constants, batch, index):
+      unet = functional.merge(graphdef, params)
+      vae = self._vae(constants)
+      batch_size = batch["image"].shape[0]
+      result = {}
+
+      # An example's key is fixed by its row in the (unshuffled) evaluation
+      # batches, whatever the network and the step.
+      positions = index * batch_size + jnp.arange(batch_size)
+      keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(heldout_key, positions)
+      inputs, noise = self.heldout_inputs(constants, batch, keys)
+      result["heldout_eps_mse"] = diffusion.epsilon_loss(unet(*inputs), noise)
+      if compare_stage1:
+        # The network stage 2 started from (stage 1's, from `init_from`) is
+        # stage 2's with frequency attention zeroed: every other parameter
+        # is frozen, bit for bit (only `freq_attn` trains, checked by the
+        # caller), and a zeroed frequency attention adds exactly 0
+        # (`without_freq_attn`). Unlike keeping stage 1's parameters as a
+        # constant, this needs no second copy of the U-Net in memory and no
+        # access to the stage-1 run, which a resumed stage 2 never reads.
+        stage1 = functional.merge(graphdef, without_freq_attn(params))
+        result["heldout_eps_mse_stage1"] = diffusion.epsilon_loss(stage1(*inputs), noise)
+
+      sampled = motion.sample_spectral(
+          unet, vae, constants["latent"], self.schedule, inputs[2],
+          jax.random.fold_in(sample_key, index), num_freqs=self.config.data.num_freqs,
+          num_steps=evaluation.ddim_steps, guidance_scale=evaluation.guidance_scale)
+      truth = denormalize(batch["spectral_volume"], scales, power)
+      result["sample_l1_px"] = jnp.abs(
+          denormalize(sampled, scales, power) - truth).mean(axis=(0, 2, 3, 4))
+      result["truth_l1_px"] = jnp.abs(truth).mean(axis=(0, 2, 3, 4))
+      return result
+
+    self._evaluation_fns[cache_key] = evaluate_batch
+    return evaluate_batch
+
+  def _backbone_frozen(self, params) -> bool:
+    """Whether only ``freq_attn`` parameters train (the stage-2 default):
+    then the backbone is still stage 1's and `without_freq_attn` gives stage
+    1's network. A run that fine-tunes the backbone too logs no stage-1
+    value: it would be neither stage 1 nor stage 2."""
+    labels = trainable_labels(params, self.config.trainable)
+    return all(is_freq_attn_path(path) for path, label in
+               jax.tree_util.tree_flatten_with_path(labels)[0] if label != FROZEN)
 
   def stats(self, graphdef, params, constants):
     del graphdef, params, constants

@@ -102,20 +102,77 @@ class VAETask:
 
   def latent_stats(self, graphdef, params) -> dict:
     """Per-channel mean and std ``[latent_channels]`` of the posterior means
-    of the first ``eval.whiten_batches`` training batches (fixed order)."""
+    of the first ``eval.whiten_batches`` training batches (fixed order).
+
+    Each batch's moments are centred on the device (`batch_moments`) and
+    combined in float64 on the host (`combine_moments`): the float32
+    ``E[x²] - E[x]²`` this replaces cancels to noise, or to a negative
+    variance, once a channel's mean is large against its spread.
+    """
 
     @jax.jit
     def moments(params, batch):
       model = functional.merge(graphdef, params)
       mean, _ = model.encode(frequency_maps(batch["spectral_volume"]))
-      axes = tuple(range(mean.ndim - 1))
-      return mean.mean(axes), (mean ** 2).mean(axes)
+      return batch_moments(mean)
 
-    sums = []
-    for batch in train_data.eval_batches(self._train, self.config, self._transform, self.mesh,
-                                         self.config.eval.whiten_batches):
-      sums.append(jax.device_get(moments(params, batch)))
-    first = np.mean([s[0] for s in sums], axis=0)
-    second = np.mean([s[1] for s in sums], axis=0)
-    std = np.sqrt(np.maximum(second - first ** 2, 1e-12))
-    return {"mean": first.tolist(), "std": std.tolist()}
+    parts = [jax.device_get(moments(params, batch)) for batch in train_data.eval_batches(
+        self._train, self.config, self._transform, self.mesh, self.config.eval.whiten_batches)]
+    count, mean, m2 = combine_moments(parts)
+    std = np.sqrt(np.maximum(m2 / count, 1e-12))  # Population variance, floored.
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-channel moments of ``x [..., C]`` over all its leading axes, for
+  `combine_moments`.
+
+  Two passes around a shift: the first value of each channel is subtracted
+  before anything is summed, so the sums see values of the data's spread
+  rather than of its mean (the rounding of a float32 sum of a million values
+  near 1e3 can exceed a spread of 1e-2), and ``m2`` sums squares centred on
+  the mean of those shifted values, so no large terms cancel.
+
+  Args:
+    x: ``[..., C]`` values (e.g. latents ``[N, h, w, C]``).
+  Returns:
+    ``(count [] int32, mean [C], m2 [C])``: the number of values per channel,
+    their mean, and the sum of their squared deviations from it (float32).
+  """
+  x = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+  shift = x[0]
+  shifted = x - shift
+  shifted_mean = shifted.mean(axis=0)
+  m2 = jnp.square(shifted - shifted_mean).sum(axis=0)
+  return jnp.asarray(x.shape[0], jnp.int32), shift + shifted_mean, m2
+
+
+def combine_moments(parts) -> tuple[float, np.ndarray, np.ndarray]:
+  """Pooled moments of several batches, in float64 (Chan, Golub & LeVeque's
+  pairwise update: exact in exact arithmetic, no cancellation).
+
+  For batches A and B with ``n = n_A + n_B`` and ``d = mean_B - mean_A``::
+
+    mean = mean_A + d * n_B / n
+    M2   = M2_A + M2_B + d² * n_A * n_B / n
+
+  Args:
+    parts: ``(count, mean [C], m2 [C])`` per batch, as `batch_moments`
+      returns them (arrays or numbers; at least one batch).
+  Returns:
+    ``(count, mean [C], m2 [C])`` float64 for all batches together; the
+    variance is ``m2 / count`` (population) or ``m2 / (count - 1)`` (sample).
+  """
+  parts = list(parts)
+  if not parts:
+    raise ValueError("no batches to combine")
+  count, mean, m2 = (np.asarray(v, np.float64) for v in parts[0])
+  for part_count, part_mean, part_m2 in parts[1:]:
+    part_count = np.float64(part_count)
+    part_mean, part_m2 = np.asarray(part_mean, np.float64), np.asarray(part_m2, np.float64)
+    total = count + part_count
+    delta = part_mean - mean
+    mean = mean + delta * (part_count / total)
+    m2 = m2 + part_m2 + delta ** 2 * (count * part_count / total)
+    count = total
+  return float(count), mean, m2
