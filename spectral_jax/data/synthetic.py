@@ -287,7 +287,7 @@ def render_frame(layers: Layers, t: int) -> np.ndarray:
   """uint8 ``[H, W, 3]``: frame ``t``, every layer warped by its field
   (`warp_forward`, colour premultiplied by alpha so the anti-aliased edges
   resample correctly) and composited over the background in order."""
-  frame = layers.background.copy()
+  frame = layers.background  # Never written to: each step makes a new array.
   for r in range(len(layers.alphas)):
     alpha = layers.alphas[r][..., None]
     rgba = np.concatenate([layers.colours[r] * alpha, alpha], axis=-1)
