@@ -1,5 +1,5 @@
-"""Renderer training: on held-out synthetic frames a trained renderer beats
-the picture left unchanged and keeps the quality of forward warping; one
+"""Renderer training: its loss falls, and on held-out synthetic frames a
+trained renderer beats forward warping (and the picture left unchanged); a
 few SGD steps on 8 devices equal those on 1 device.
 
 Also a script: ``python tests/test_renderer_training.py OUT_DIR PERCEPTUAL``
@@ -77,26 +77,35 @@ def train_two_steps(workdir: Path, mesh: dict | None = None,
   return record["loss"], params
 
 
-def test_trained_renderer_beats_unchanged_picture(tmp_path):
+def test_trained_renderer_beats_forward_warping(tmp_path):
   """An untrained renderer is forward warping, which on synthetic frames
   (plants warped over a still background) is already far better than the
-  unchanged picture: training must keep that, not only the margin over the
-  baseline. (Beating forward warping is not asserted: at this size and
-  length it does not, see docs/DESIGN.md §2.)"""
+  unchanged picture; training must improve on it: the loss falls, and on
+  held-out frames the renderer beats warping where splatting left pixels
+  empty or stretched (docs/DESIGN.md §2 has the numbers of longer runs)."""
   config = micro_config()
-  config.num_steps = config.eval_every = config.log_every = 200
+  config.num_steps = config.eval_every = 300
+  config.log_every = 30
   config.optimizer.warmup_steps = 10
+  config.optimizer.learning_rate = 3e-3
+  # Fresh scenes all along: with 64 the renderer learns its training set.
+  config.data.synthetic.num_train = 4096
   # L1 alone: the VGG pass would make each step 10x slower here (the 8-device
   # test below trains with the perceptual loss).
   config.loss.perceptual_weight = 0.0
   records = train.run(config, tmp_path, progress=False)
+  losses = [r["loss"] for r in records if "loss" in r]
+  assert len(losses) == 10 and np.all(np.isfinite(losses))
+  assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
   scores = {key[len("eval/"):]: value for r in records for key, value in r.items()
             if key.startswith("eval/")}
-  assert np.isfinite(records[0]["loss"])
+  # Measured: 37.8 dB against 35.5 for warping and 31.4 unchanged; LPIPS
+  # 0.0069 against 0.0089. An ungated paint (`SynthesisDecoder`) stays at
+  # warping's level or below.
   assert scores["psnr"] > scores["psnr_unchanged"] + 3.0, scores
-  assert scores["psnr"] > scores["psnr_warped"] - 0.1, scores
-  assert scores["ssim"] > scores["ssim_unchanged"], scores
-  assert scores["lpips"] < 0.5 * scores["lpips_unchanged"], scores
+  assert scores["psnr"] > scores["psnr_warped"] + 1.0, scores
+  assert scores["ssim"] > scores["ssim_warped"], scores
+  assert scores["lpips"] < scores["lpips_warped"], scores
   _, stats, _ = checkpoint.read_config(tmp_path)
   assert len(stats["normalization"]["scales"]) == config.data.num_freqs
 

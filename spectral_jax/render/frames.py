@@ -34,22 +34,14 @@ def _render(graphdef, state, pyramid, style, flow, metric):
   return nnx.merge(graphdef, state).render(pyramid, style, flow, metric)
 
 
-@jax.jit
-def _anchor(picture, rest, rendered):
-  """``picture + rendered - rest`` as uint8 frames (see `render_frames`)."""
-  unit = jnp.asarray(picture, jnp.float32) / 127.5 - 1.0
-  return to_uint8(unit + rendered - rest)
-
-
 def render_frames(model, image, motion_texture_px, *, batch_size: int = 8,
                   metric_scale: float = DEFAULT_METRIC_SCALE, progress: bool = True) -> np.ndarray:
   """Renders frame ``t`` of a video for every displacement ``D_t``.
 
-  Frames are anchored at rest: frame ``t`` is ``I_0 + R(D_t) - R(0)``, the
-  picture plus what the renderer ``R`` changes between rest and ``D_t``. So
-  a frame without motion is the picture itself, exactly (every video starts
-  on the input picture), and the renderer's reconstruction error of the
-  still picture (a slight blur or tint) does not show in every frame.
+  A frame without motion is the picture itself: splatting covers every
+  pixel fully, and the renderer paints only where coverage falls short
+  (`SynthesisDecoder`). Still parts of a moving picture stay the picture
+  likewise, so every video starts on the input picture.
 
   The encoder runs once; frames are rendered ``batch_size`` at a time by one
   jit-compiled function (the last batch is padded to the same shape), so
@@ -77,7 +69,6 @@ def render_frames(model, image, motion_texture_px, *, batch_size: int = 8,
   motion = np.asarray(motion_texture_px, np.float32)
   metric = motion_metric(motion, metric_scale)[None]  # [1, H, W, 1]
   pyramid, style = _encode(graphdef, state, image)
-  rest = _render(graphdef, state, pyramid, style, np.zeros_like(motion[:1]), metric)
   frames = np.empty((num_frames,) + image.shape[:2] + (3,), np.uint8)
   with tqdm(total=num_frames, unit="frame", disable=not progress) as bar:
     for start in range(0, num_frames, batch_size):
@@ -85,7 +76,7 @@ def render_frames(model, image, motion_texture_px, *, batch_size: int = 8,
       count = flow.shape[0]
       if count < batch_size:
         flow = np.pad(flow, ((0, batch_size - count), (0, 0), (0, 0), (0, 0)))
-      rendered = _anchor(image, rest, _render(graphdef, state, pyramid, style, flow, metric))
+      rendered = to_uint8(_render(graphdef, state, pyramid, style, flow, metric))
       frames[start:start + count] = np.asarray(rendered)[:count]
       bar.update(count)
   return frames
