@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from spectral_jax.apps.common import number
+from spectral_jax.checks import number
 
 # Option checks (argparse ``type=``): bad values are refused before any work.
 _POSITIVE_INT = number(int, low=1)
@@ -23,13 +23,13 @@ _FRACTION = number(low=0, high=1)
 
 def _add_clip_arguments(parser: argparse.ArgumentParser, paper) -> None:
   """Clip options; defaults from ``paper``, a default `ClipConfig`."""
-  parser.add_argument("--frames", type=int, default=paper.num_frames,
+  parser.add_argument("--frames", type=_POSITIVE_INT, default=paper.num_frames,
                       help="T, frames per clip (default %(default)s)")
   parser.add_argument("--fps", type=_POSITIVE, default=paper.fps,
                       help="frame rate the video is resampled to (default %(default)s)")
   parser.add_argument("--size", default=f"{paper.width}x{paper.height}",
                       help="WIDTHxHEIGHT after centre crop and resize (default %(default)s)")
-  parser.add_argument("--K", type=int, default=paper.num_freqs,
+  parser.add_argument("--K", type=_POSITIVE_INT, default=paper.num_freqs,
                       help="frequency bins kept (default %(default)s)")
   parser.add_argument("--preset", default="medium", choices=["ultrafast", "fast", "medium"],
                       help="DIS optical flow preset (default %(default)s)")
@@ -58,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
   synth = commands.add_parser("synth", help="synthetic oscillating videos with ground truth")
   synth.add_argument("-o", "--output", required=True, help="output folder")
-  synth.add_argument("--num", type=int, required=True, help="number of videos")
-  synth.add_argument("--seed", type=int, default=0, help="seed of the first video")
-  synth.add_argument("--frames", type=int, default=paper.num_frames)
-  synth.add_argument("--fps", type=float, default=paper.fps)
+  synth.add_argument("--num", type=_POSITIVE_INT, required=True, help="number of videos")
+  synth.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0, help="seed of the first video")
+  synth.add_argument("--frames", type=_POSITIVE_INT, default=paper.num_frames)
+  synth.add_argument("--fps", type=_POSITIVE, default=paper.fps)
   synth.add_argument("--size", default=f"{paper.width}x{paper.height}", help="WIDTHxHEIGHT")
-  synth.add_argument("--K", type=int, default=paper.num_freqs)
+  synth.add_argument("--K", type=_POSITIVE_INT, default=paper.num_freqs)
   synth.set_defaults(app="synth")
 
   prepare = commands.add_parser("prepare", help="TFDS data set from a folder of videos")
@@ -112,15 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
   animate.add_argument("--format", choices=["mp4", "gif"], default="mp4",
                        help="video format when IMAGE is a folder (default %(default)s)")
   _add_model_arguments(animate)
-  animate.add_argument("--fps", type=float,
+  animate.add_argument("--fps", type=_POSITIVE,
                        help="frame rate of the video (default: the training clips')")
   animate.add_argument("--loop", action="store_true",
                        help="guide sampling so that the video loops seamlessly")
-  animate.add_argument("--magnify", type=float, default=1.0,
+  animate.add_argument("--magnify", type=_POSITIVE, default=1.0,
                        help="multiply the motion by this (default %(default)s)")
-  animate.add_argument("--slowmo", type=float, default=1.0,
+  animate.add_argument("--slowmo", type=number(low=1), default=1.0,
                        help="S frames per frame on the same path, exact (default %(default)s)")
-  animate.add_argument("--guidance", type=float,
+  animate.add_argument("--guidance", type=_NON_NEGATIVE,
                        help="classifier-free guidance scale w (default: the model's, "
                        "the paper's 1.75)")
   animate.add_argument("--save-motion", metavar="S.npz",
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
   animate.add_argument("--viz", metavar="DIR", help="pictures of the spectral volume used")
   animate.add_argument("--mask", metavar="M.png",
                        help="motion only where this picture (same size as IMAGE) is white")
-  animate.add_argument("--feather", type=float, default=2.0,
+  animate.add_argument("--feather", type=_NON_NEGATIVE, default=2.0,
                        help="blur of the mask's edge, model pixels (default %(default)s)")
   animate.set_defaults(app="animate")
 
@@ -141,11 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
   interact.add_argument("--poke", action="append", metavar="X,Y,DX,DY[,T]",
                         help="push pixel (X, Y) of the picture by (DX, DY) pixels at frame T "
                         "(default 0); repeat for several pokes")
-  interact.add_argument("--alpha", type=float, default=0.4,
+  interact.add_argument("--alpha", type=_NON_NEGATIVE, default=0.4,
                         help="Rayleigh damping, mass term (default %(default)s)")
-  interact.add_argument("--beta", type=float, default=0.08,
+  interact.add_argument("--beta", type=_NON_NEGATIVE, default=0.08,
                         help="Rayleigh damping, stiffness term (default %(default)s)")
-  interact.add_argument("--strength", type=float, default=1.0,
+  interact.add_argument("--strength", type=_POSITIVE, default=1.0,
                         help="scale of every poke's force (default %(default)s)")
   _add_model_arguments(interact)
   interact.set_defaults(app="interact")
@@ -160,11 +160,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--motion", metavar="S.npz",
                       help="a spectral volume from `spectral-jax motion` instead of a "
                       "prediction (same K and T as the model)")
-  parser.add_argument("--frames", type=int,
+  parser.add_argument("--frames", type=_POSITIVE_INT,
                       help="frames of the video (default: T of the training clips)")
-  parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
-  parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-  parser.add_argument("--batch-size", type=int, default=8,
+  parser.add_argument("--steps", type=_POSITIVE_INT, help="DDIM steps (default: the model's)")
+  parser.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0, help="sampling seed (default 0)")
+  parser.add_argument("--batch-size", type=_POSITIVE_INT, default=8,
                       help="frames rendered per compiled call (default %(default)s)")
   parser.add_argument("--cache-dir", metavar="DIR",
                       help="JAX compilation cache (default $SPECTRAL_JAX_CACHE_DIR or "

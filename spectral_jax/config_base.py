@@ -11,10 +11,13 @@ shape of a config and the variants' data and run lengths:
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 
 import ml_collections
+
+from spectral_jax.checks import number
 
 VARIANTS = ("tiny", "paper", "hires")
 
@@ -105,3 +108,97 @@ def load_config_file(path, arg: str | None = None,
       node = node[parent]
     node[leaf] = value
   return config
+
+
+
+def _int(low, high=None):
+  return int, number(int, low=low, high=high)
+
+
+def _real(low, high=None, **open_bounds):
+  return float, number(low=low, high=high, **open_bounds)
+
+
+# Allowed values of config fields, checked before a run creates anything
+# (`check_config`): ``(type, range check)`` or a tuple of choices. Fields a
+# stage's config lacks are skipped.
+_RANGES = {
+    "num_steps": _int(1),
+    "batch_size": _int(1),
+    "log_every": _int(1),
+    "eval_every": _int(0),  # 0: never.
+    "checkpoint_every": _int(1),
+    "keep_checkpoints": _int(1),
+    "seed": _int(0),
+    "fsdp_min_size": _int(1),
+    "dtype": ("float32", "bfloat16"),
+    "maps_per_example": _int(1),
+    "metric_scale": _real(0),
+    "optimizer.learning_rate": _real(0),
+    # Adam's bias correction divides by 1 - b^t.
+    "optimizer.b1": _real(0, 1, high_open=True),
+    "optimizer.b2": _real(0, 1, high_open=True),
+    "optimizer.weight_decay": _real(0),
+    "optimizer.grad_clip": _real(0),  # 0: no clipping.
+    "optimizer.warmup_steps": _int(0),
+    "optimizer.decay_steps": _int(0),
+    "data.width": _int(8),
+    "data.height": _int(8),
+    "data.num_freqs": _int(1),
+    "data.percentile": _real(0, 100, low_open=True),
+    "data.normalization": ("adaptive", "image_size"),
+    "data.synthetic.num_train": _int(1),
+    "data.synthetic.num_test": _int(1),
+    "data.synthetic.num_frames": _int(2),
+    "data.synthetic.fps": _real(0, low_open=True),
+    "data.synthetic.num_render_frames": _int(0),
+    "data.synthetic.max_amplitude_px": _real(0),
+    "data.synthetic.stats_examples": _int(1),
+    "eval.num_batches": _int(0),
+    "eval.whiten_batches": _int(1),
+    "eval.ddim_steps": _int(1),
+    "eval.guidance_scale": _real(0),
+    "diffusion.cond_drop": _real(0, 1),
+    "diffusion.schedule.num_steps": _int(1),
+    "sampling.num_steps": _int(1),
+    "sampling.guidance_scale": _real(0),
+    "sampling.eta": _real(0),
+    "sampling.loop_weight": _real(0),
+    "sampling.recurrence_steps": _int(1),
+    "loss.l1_weight": _real(0),
+    "loss.perceptual_weight": _real(0),
+    "loss.kl_weight": _real(0),
+    "loss.gradient_weight": _real(0),
+    "loss.num_scales": _int(1),
+}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first field of ``config`` whose value is
+  out of its range (`_RANGES`): a run with ``num_steps=-1`` or
+  ``log_every=0`` must fail at once, not after compiling or mid-run."""
+  for field, rule in _RANGES.items():
+    node = config
+    for key in field.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+        break
+      node = node[key]
+    else:
+      problem = _problem(node, rule)
+      if problem:
+        raise ValueError(f"config.{field} {problem}")
+
+
+def _problem(value, rule) -> str | None:
+  """What is wrong with ``value`` under ``rule``; None if nothing."""
+  if all(isinstance(choice, str) for choice in rule):
+    return None if value in rule else f"must be one of {', '.join(rule)}, got {value!r}"
+  kind, check = rule
+  # A bool is an int to Python, and int(2.5) is 2: neither may pass as a count.
+  if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+    return f"must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+  try:
+    check(value)
+  except argparse.ArgumentTypeError as error:
+    return str(error)
+  return None

@@ -266,9 +266,11 @@ def bad_inputs(tmp_path_factory, runs):
     (["animate", "{bad}/text.png", "--checkpoint", "{runs}"], "not a picture"),
     (["animate", "{bad}/missing.png", "--checkpoint", "{runs}"], "no such file"),
     (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--frames", "0"],
-     "--frames must be at least 1"),
+     "--frames: must be at least 1, got 0"),
     (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--magnify", "-1"],
-     "--magnify must be positive"),
+     "--magnify: must be greater than 0, got -1"),
+    (["interact", "{bad}/photo.png", "--checkpoint", "{runs}", "--poke", "1,2,3,4",
+      "--alpha", "nan"], "--alpha: must be a finite number at least 0, got nan"),
     (["animate", "{bad}/photo.png", "--checkpoint", "{runs}/vae"], "is one 'vae' run"),
     (["animate", "{bad}/photo.png", "--checkpoint", "{bad}"], "no motion and no renderer run"),
     (["animate", "{bad}/photo.png", "--checkpoint", "{bad}/nowhere"], "no such directory"),
@@ -284,8 +286,10 @@ def test_bad_input_one_line_exit_2_no_output(runs, bad_inputs, tmp_path, argv, m
   argv = [a.format(bad=bad_inputs, runs=runs) for a in argv] + ["-o", str(out)]
   done = _command(*argv)
   assert done.returncode == 2, done.stderr[-2000:]
+  # One error line, last; argparse prints its usage before a bad option's.
   lines = [line for line in done.stderr.splitlines() if line.strip()]
-  assert len(lines) == 1 and message in lines[0], done.stderr
+  assert [line for line in lines if "error" in line] == lines[-1:], done.stderr
+  assert message in lines[-1], done.stderr
   assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

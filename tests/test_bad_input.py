@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spectral_jax.config_base import VARIANTS, check_config, load_config_file
 from spectral_jax.data import video
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -84,6 +85,18 @@ def test_prepare_refuses_out_of_range_config_file_value(videos, tmp_path):
   assert not out.exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--num", "0"], "--num: must be at least 1, got 0"),
+    (["--num", "1", "--fps", "-30"], "--fps: must be greater than 0, got -30"),
+    (["--num", "1", "--frames", "nan"], "--frames: must be an integer at least 1, got 'nan'"),
+], ids=["num", "fps", "frames"])
+def test_synth_refuses_out_of_range_option(tmp_path, argv, message):
+  result = _run([*_spectral_jax(), "synth", "-o", tmp_path / "out", *argv], cwd=tmp_path)
+  assert result.returncode == 2
+  assert message in _error_line(result)
+  assert list(tmp_path.iterdir()) == []
+
+
 def test_motion_refuses_negative_start(videos, tmp_path):
   result = _run([*_spectral_jax(), "motion", videos / "noise.mp4", "-o", tmp_path / "S.npz",
                  "--viz", tmp_path / "viz", "--frames", "8", "--size", "64x48", "--K", "4",
@@ -97,7 +110,13 @@ def test_motion_refuses_negative_start(videos, tmp_path):
     ("missing_file.py:tiny", None, "--config: no such file missing_file.py"),
     (f"{CONFIGS / 'vae.py'}:tiny", "--config.optimizer.learnin_rate=1",
      "--config.optimizer.learnin_rate: "),
-], ids=["missing_file", "misspelt_override"])
+    (f"{CONFIGS / 'vae.py'}:tiny", "--config.num_steps=-1",
+     "config.num_steps must be at least 1, got -1"),
+    (f"{CONFIGS / 'renderer.py'}:tiny", "--config.log_every=0",
+     "config.log_every must be at least 1, got 0"),
+    (f"{CONFIGS / 'ldm_pretrain.py'}:tiny", "--config.optimizer.b2=1.0",
+     "config.optimizer.b2 must be in [0, 1), got 1.0"),
+], ids=["missing_file", "misspelt_override", "num_steps", "log_every", "adam_b2"])
 def test_train_refuses_bad_config(tmp_path, config, override, message):
   result = _run([sys.executable, "-m", "spectral_jax.train", "--config", config,
                  "--workdir", tmp_path / "run", *([override] if override else [])],
@@ -106,6 +125,14 @@ def test_train_refuses_bad_config(tmp_path, config, override, message):
   error = _error_line(result)
   assert result.stderr == error + "\n", result.stderr  # No usage either.
   assert message in error, error
-  if override:
+  if "learnin_rate" in (override or ""):
     assert "did you mean 'optimizer.learning_rate'?" in error, error
   assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", ["vae", "ldm_pretrain", "ldm_freq_attn", "renderer"])
+def test_shipped_configs_pass_the_range_checks(stage):
+  for variant in VARIANTS:
+    check_config(load_config_file(CONFIGS / f"{stage}.py", variant))
+  with pytest.raises(ValueError, match="config.batch_size must be at least 1, got 0"):
+    check_config(load_config_file(CONFIGS / f"{stage}.py", "tiny", {"batch_size": 0}))

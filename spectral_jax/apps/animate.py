@@ -19,26 +19,9 @@ from spectral_jax.apps.common import check_output
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
-def check_common(args) -> None:
-  """Checks shared with `interact`: fail before anything is loaded."""
-  if args.frames is not None and args.frames < 1:
-    raise ValueError(f"--frames must be at least 1, got {args.frames}")
-  if args.batch_size < 1:
-    raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-
-
 def _check(args) -> None:
-  check_common(args)
-  if not args.magnify > 0:
-    raise ValueError(f"--magnify must be positive, got {args.magnify}")
-  if not args.slowmo >= 1:
-    raise ValueError(f"--slowmo must be at least 1, got {args.slowmo}")
-  if args.steps is not None and args.steps < 1:
-    raise ValueError(f"--steps must be at least 1, got {args.steps}")
-  if args.guidance is not None and args.guidance < 0:
-    raise ValueError(f"--guidance must be >= 0, got {args.guidance}")
-  if args.fps is not None and not args.fps > 0:
-    raise ValueError(f"--fps must be positive, got {args.fps}")
+  """Numbers are checked by the parser (`spectral_jax.cli`); this is what
+  options say together."""
   if args.motion and args.loop:
     raise ValueError("--loop guides sampling; a --motion file is not sampled")
 

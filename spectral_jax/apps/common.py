@@ -1,10 +1,7 @@
-"""What several commands share: the clip options, option checks and output
-checks."""
+"""What several commands share: the clip options and output checks."""
 
 from __future__ import annotations
 
-import argparse
-import math
 from pathlib import Path
 
 
@@ -25,45 +22,3 @@ def check_output(path, suffixes) -> None:
   """Raises ValueError unless ``path`` ends in one of ``suffixes``."""
   if Path(path).suffix.lower() not in suffixes:
     raise ValueError(f"output {path} must end in {' or '.join(suffixes)}")
-
-
-def number(kind=float, *, low=None, high=None, low_open: bool = False,
-           high_open: bool = False):
-  """An argparse ``type=``: a finite ``kind`` (int or float) in a range.
-
-  A value outside it raises `argparse.ArgumentTypeError`, so argparse prints
-  the usage and one line naming the option, and exits with status 2 before
-  the command imports anything heavy or writes anything.
-
-  Args:
-    kind: ``int`` or ``float``.
-    low, high: bounds, at least one of them; None for none.
-    low_open, high_open: exclude the bound itself.
-
-  Returns:
-    The function argparse calls on the option's text (also on a config
-    file's value for it, see `spectral_jax.cli.parse_args`).
-  """
-  if low is not None and high is not None:
-    wanted = (f"in {'(' if low_open else '['}{low:g}, {high:g}"
-              f"{')' if high_open else ']'}")
-  elif low is not None:
-    wanted = f"{'greater than' if low_open else 'at least'} {low:g}"
-  else:
-    wanted = f"{'less than' if high_open else 'at most'} {high:g}"
-  noun = "an integer" if kind is int else "a number"
-
-  def parse(text):
-    try:
-      value = kind(text)
-    except (TypeError, ValueError):
-      raise argparse.ArgumentTypeError(f"must be {noun} {wanted}, got {text!r}") from None
-    # NaN fails every comparison, so the range test below would let it in.
-    if not math.isfinite(value):
-      raise argparse.ArgumentTypeError(f"must be a finite number {wanted}, got {text}")
-    if ((low is not None and (value <= low if low_open else value < low))
-        or (high is not None and (value >= high if high_open else value > high))):
-      raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
-    return value
-
-  return parse

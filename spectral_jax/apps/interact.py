@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from spectral_jax.apps.animate import VIDEO_SUFFIXES, check_common, load_motion_file
+from spectral_jax.apps.animate import VIDEO_SUFFIXES, load_motion_file
 from spectral_jax.apps.common import check_output
 
 
@@ -52,14 +52,9 @@ def model_pokes(pokes, framing, num_frames: int):
 
 
 def _check(args) -> None:
-  check_common(args)
   check_output(args.output, VIDEO_SUFFIXES)
   if not args.poke:
     raise ValueError("give at least one --poke X,Y,DX,DY[,T]")
-  if args.alpha < 0 or args.beta < 0:
-    raise ValueError(f"--alpha and --beta must be >= 0, got {args.alpha}, {args.beta}")
-  if not args.strength > 0:
-    raise ValueError(f"--strength must be positive, got {args.strength}")
 
 
 def run(args) -> None:

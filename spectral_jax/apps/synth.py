@@ -13,8 +13,6 @@ def run(args) -> None:
   from spectral_jax.data.video import parse_size, write_video
   from spectral_jax.motion.motion_file import Motion
   width, height = parse_size(args.size)
-  if args.num < 1:
-    raise ValueError(f"--num must be at least 1, got {args.num}")
   out = Path(args.output)
   for index in tqdm.trange(args.num, desc="synthesising", unit="video"):
     seed = args.seed + index

@@ -15,7 +15,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from spectral_jax.config_base import load_config_file
+from spectral_jax.config_base import check_config, load_config_file
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/STAGE.py:VARIANT",
                                           lock_config=True)
@@ -27,9 +27,9 @@ _PROG = "python -m spectral_jax.train"
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, but a bad flag, config file or override is one
-  line on stderr and exit status 2, not a traceback: before JAX is imported
-  and before the workdir exists."""
+  """absl's flag parsing, but a bad flag, config file, override or config
+  value is one line on stderr and exit status 2, not a traceback: before
+  JAX is imported and before the workdir exists."""
   try:
     rest = flags.FLAGS(argv)
     # ml_collections defers a config file's load error to the config's
@@ -37,12 +37,15 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _CONFIG.value.keys()
     if len(rest) > 1:
       raise flags.Error(f"unexpected arguments: {' '.join(rest[1:])}")
+    check_config(_CONFIG.value)
     return rest
   except flags.Error as error:
     # A config file's own ValueError comes with its traceback, whose last
     # line says what is wrong.
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     message = lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+  except ValueError as error:  # A value out of its range (`check_config`).
+    message = str(error)
   # The config file could not be read (OSError), or an override names no
   # setting (AttributeError or KeyError, the message naming neither).
   except (OSError, AttributeError, KeyError) as error:

@@ -76,6 +76,7 @@ def make_train_step(graphdef, task, tx: optax.GradientTransformation, labels,
 def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) -> list[dict]:
   """Trains ``config`` in ``workdir`` (resuming what is there); returns the
   logged records of this invocation."""
+  config_base.check_config(config)  # Before anything is created.
   workdir = Path(workdir).absolute()
   config = config_base.absolute_paths(config)
   if config.get("distributed", False):
