@@ -216,8 +216,14 @@ def test_resume_gives_the_same_losses(tmp_path):
   config.num_steps = 4
   resumed = train.run(config, tmp_path / "resumed", progress=False)
   assert [r["step"] for r in resumed] == [3, 4]
+  # Exact up to float rounding on a CPU. On a GPU the resumed run's fresh
+  # compilation may autotune other convolution algorithms (TF32 sums in
+  # another order) unless XLA_FLAGS has --xla_gpu_deterministic_ops=true;
+  # a resume bug (another batch, a reset optimizer) is off by percents.
+  exact = (jax.default_backend() == "cpu"
+           or "--xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", ""))
   np.testing.assert_allclose([r["loss"] for r in resumed],
-                             [r["loss"] for r in straight[2:]], rtol=1e-6)
+                             [r["loss"] for r in straight[2:]], rtol=1e-6 if exact else 1e-3)
   logged = metrics.read_metrics(tmp_path / "resumed")
   assert [r["step"] for r in logged] == [1, 2, 3, 4]
 
