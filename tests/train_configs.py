@@ -118,6 +118,30 @@ def initial_params(config, build) -> dict:
   return flat_params(init())
 
 
+def prepared_config(stage: str, data_dir):
+  """`load_config` of ``stage`` training on the prepared data set in
+  ``data_dir``: the clip size and K are the data set's (`sources.open_source`
+  refuses any other)."""
+  from spectral_jax.data import dataset
+  config = load_config(stage)
+  clip = dataset.load_clip_config(data_dir)
+  config.data.dir = str(data_dir)
+  config.data.width, config.data.height = clip.width, clip.height
+  config.data.num_freqs = clip.num_freqs
+  return config
+
+
+def saved_params(workdir, step: int | None = None) -> dict:
+  """`flat_params` of a run's checkpoint at ``step`` (default: the latest)."""
+  import orbax.checkpoint as ocp
+
+  from spectral_jax import checkpoint
+  mngr = checkpoint.manager(workdir, read_only=True)
+  step = mngr.latest_step() if step is None else step
+  return flat_params(mngr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore()))["params"])
+
+
 def train_every_stage(out_dir: Path, mesh: dict | None = None, fsdp_min_size: int = 0) -> dict:
   """One SGD step of vae → ldm_pretrain → ldm_freq_attn in ``out_dir``;
   returns {stage: (first loss, flat parameters, logged learning rate)}."""

@@ -7,6 +7,7 @@ from typing import Iterator
 import jax
 
 from spectral_jax import sharding
+from spectral_jax.data import sources
 from spectral_jax.data.pipeline import ShardedBatches
 
 
@@ -17,6 +18,26 @@ def train_batches(source, config, transform, process_index: int,
   return ShardedBatches(source, global_batch_size=config.batch_size, seed=config.seed,
                         process_index=process_index, process_count=process_count,
                         transform=transform)
+
+
+def open_test_source(config):
+  """The held-out source the run evaluates on, or None when it never
+  evaluates (``eval_every = 0``): a data set without a test split can then
+  still be trained on. Raises ValueError, before any step, when evaluation
+  could not fill one batch."""
+  if not config.eval_every:
+    return None
+  try:
+    source = sources.open_source(config.data, "test")
+  except KeyError as error:  # A prepared set whose test split came out empty.
+    raise ValueError(f"{error.args[0]}: prepare with a larger --test-fraction, or train "
+                     "with --config.eval_every=0") from None
+  if len(source) < config.batch_size:
+    raise ValueError(
+        f"the test split holds {len(source)} examples, fewer than one batch of "
+        f"{config.batch_size}: lower --config.batch_size, prepare with a larger "
+        "--test-fraction, or train with --config.eval_every=0")
+  return source
 
 
 def eval_batches(source, config, transform, mesh, num_batches: int) -> Iterator[dict]:

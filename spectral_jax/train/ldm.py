@@ -56,7 +56,7 @@ class LDMTask:
     self.schedule = diffusion.make_schedule(**config.diffusion.schedule.to_dict())
     self._transform = normalized_spectral(self.normalization, ("image", "spectral_volume"))
     self._train = sources.open_source(config.data, "train")
-    self._test = sources.open_source(config.data, "test")
+    self._test = train_data.open_test_source(config)
     self._evaluation_fns = {}
 
   def make_model(self, rngs):

@@ -89,7 +89,7 @@ class RendererTask:
     vgg = load_vgg16(dtype=jnp.dtype(config.dtype))
     self.vgg_graphdef, self._vgg_params = functional.split_params(vgg)
     self._train = sources.open_source(config.data, "train")
-    self._test = sources.open_source(config.data, "test")
+    self._test = train_data.open_test_source(config)
 
   def make_model(self, rngs):
     return build_renderer(self.config, rngs)

@@ -43,7 +43,7 @@ class VAETask:
     self.normalization = sources.normalization(config.data)
     self._transform = normalized_spectral(self.normalization, ("spectral_volume",))
     self._train = sources.open_source(config.data, "train")
-    self._test = sources.open_source(config.data, "test")
+    self._test = train_data.open_test_source(config)
 
   def make_model(self, rngs):
     return build_vae(self.config, rngs)
