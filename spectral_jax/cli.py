@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
   synth.add_argument("--fps", type=_POSITIVE, default=paper.fps)
   synth.add_argument("--size", default=f"{paper.width}x{paper.height}", help="WIDTHxHEIGHT")
   synth.add_argument("--K", type=_POSITIVE_INT, default=paper.num_freqs)
+  synth.add_argument("--from-photos", metavar="DIR",
+                     help="sway the vegetation of the photos in DIR (one per video, in turn) "
+                     "instead of painting plants over a stock photo")
   synth.set_defaults(app="synth")
 
   prepare = commands.add_parser("prepare", help="TFDS data set from a folder of videos")
@@ -149,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scale of every poke's force (default %(default)s)")
   _add_model_arguments(interact)
   interact.set_defaults(app="interact")
+
+  export = commands.add_parser(
+      "export", help="trained models as safetensors and one JSON, loadable without Orbax",
+      description="Writes the models of a folder of training runs (the motion run, the VAE "
+      "it pins, the renderer run) to OUT_DIR: safetensors weights and model.json, which "
+      "animate and interact take as --checkpoint.")
+  export.add_argument("--checkpoint", metavar="DIR", required=True,
+                      help="a folder of training runs (a renderer run and a motion run)")
+  export.add_argument("-o", "--output", metavar="OUT_DIR", required=True,
+                      help="the export's folder (new, or an earlier export to replace)")
+  export.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                      help="weights' dtype: float32 exact, float16 half the size "
+                      "(default %(default)s)")
+  export.set_defaults(app="export")
   return parser
 
 
@@ -156,7 +173,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
   """Options of the commands that run the trained models."""
   parser.add_argument("--checkpoint", metavar="DIR",
                       help="the models: a folder of training runs (a renderer run and a "
-                      "motion run; the motion run finds its VAE)")
+                      "motion run; the motion run finds its VAE), or an export")
   parser.add_argument("--motion", metavar="S.npz",
                       help="a spectral volume from `spectral-jax motion` instead of a "
                       "prediction (same K and T as the model)")

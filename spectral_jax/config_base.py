@@ -65,7 +65,10 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
       "synthetic": {"num_train": 4096, "num_test": 64, "seed": 0,
                     "num_frames": 32 if tiny else 150, "fps": 30.0,
                     "num_render_frames": 0, "max_amplitude_px": 4.0,
-                    "stats_examples": 256},
+                    "stats_examples": 256,
+                    # A folder of photos: their vegetation sways
+                    # (data/photo_scenes.py); empty: painted plants.
+                    "photos": ""},
   })
   config.eval = ml_collections.ConfigDict({"num_batches": 4, "whiten_batches": 8})
   return config
@@ -74,7 +77,7 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
 # Config fields that name other runs or data: made absolute when a run
 # starts, so that what a run saves does not depend on the directory it was
 # started from.
-PATH_FIELDS = ("vae_from", "init_from", "data.dir")
+PATH_FIELDS = ("vae_from", "init_from", "data.dir", "data.synthetic.photos")
 
 
 def absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

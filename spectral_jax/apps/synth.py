@@ -1,5 +1,6 @@
-"""`spectral-jax synth -o DIR --num N`: synthetic oscillating videos with
-their ground-truth spectral volumes."""
+"""`spectral-jax synth -o DIR --num N [--from-photos PHOTOS]`: synthetic
+oscillating videos with their ground-truth spectral volumes; with
+``--from-photos``, the photos' own vegetation sways (`photo_scenes`)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,26 @@ from pathlib import Path
 def run(args) -> None:
   import tqdm
 
-  from spectral_jax.data import synthetic
+  from spectral_jax.data import photo_scenes, synthetic
   from spectral_jax.data.video import parse_size, write_video
   from spectral_jax.motion.motion_file import Motion
   width, height = parse_size(args.size)
   out = Path(args.output)
+  clip = {"num_frames": args.frames, "height": height, "width": width, "num_freqs": args.K,
+          "fps": args.fps}
+  # Listed before any work, so a folder without pictures fails at once.
+  from_photos = getattr(args, "from_photos", None)
+  photos = photo_scenes.list_photos(from_photos) if from_photos else []
   for index in tqdm.trange(args.num, desc="synthesising", unit="video"):
     seed = args.seed + index
-    scene = synthetic.make_scene(seed, num_frames=args.frames, height=height, width=width,
-                                 num_freqs=args.K, fps=args.fps)
+    if photos:
+      photo = photo_scenes.load_photo(photos[index % len(photos)], height, width)
+      scene = photo_scenes.make_scene(photo, seed, **clip)
+    else:
+      scene = synthetic.make_scene(seed, **clip)
     stem = out / f"scene_{seed:05d}"
     write_video(stem.with_suffix(".mp4"), scene.frames, args.fps)
     Motion(scene.spectral, scene.frames[0], args.fps, args.frames).save(
         stem.with_name(stem.name + "_motion.npz"))
-  print(f"{args.num} videos with ground-truth motion in {out}")
+  source = f" from the photos in {from_photos}" if photos else ""
+  print(f"{args.num} videos{source} with ground-truth motion in {out}")

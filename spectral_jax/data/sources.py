@@ -1,5 +1,6 @@
 """Random-access sources of training examples: a prepared TFDS data set, or
-synthetic scenes made on the fly.
+synthetic scenes made on the fly (painted plants over a photo, or the
+vegetation of real photos swaying: `photo_scenes`).
 
 Both give examples with the data set's schema (`dataset.features`), so
 `pipeline.ShardedBatches` shards, shuffles and resumes either one the same
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectral_jax.data import dataset, synthetic
+from spectral_jax.data import dataset, photo_scenes, synthetic
 from spectral_jax.motion.normalize import NormalizationStats, PercentileAccumulator
 from spectral_jax.motion.spectral import to_real_layout
 
@@ -31,14 +32,19 @@ class SyntheticExamples:
       pixels, K).
     num_render_frames: frames (with displacements) per example for renderer
       training; 0 skips rendering, which makes an example ~10x cheaper.
-    scene: further `synthetic.make_scene` arguments.
+    photos: empty: `synthetic.make_scene` scenes; a folder: `photo_scenes`
+      scenes of its pictures, the split's own (`photo_scenes.split_photos`:
+      test photos are never trained on), example ``i`` of photo ``i mod n``.
+    scene: further arguments of the scene maker.
   """
 
   def __init__(self, split: str, *, num_examples: int, seed: int = 0, num_frames: int,
                fps: float, height: int, width: int, num_freqs: int,
-               num_render_frames: int = 0, **scene):
+               num_render_frames: int = 0, photos: str = "", **scene):
     if split not in _SPLIT_SEED_OFFSET:
       raise ValueError(f"unknown split {split!r}: 'train' or 'test'")
+    self._photos = (photo_scenes.split_photos(photo_scenes.list_photos(photos))[split]
+                    if photos else [])
     self._first_seed = _SPLIT_SEED_OFFSET[split] + seed * num_examples
     self._length = num_examples
     self._scene = dict(num_frames=num_frames, fps=fps, height=height, width=width,
@@ -52,7 +58,12 @@ class SyntheticExamples:
     if not 0 <= index < self._length:
       raise IndexError(index)
     seed = self._first_seed + int(index)
-    scene = synthetic.make_scene(seed, render=False, **self._scene)
+    if self._photos:
+      photo = photo_scenes.load_photo(self._photos[index % len(self._photos)],
+                                      self._scene["height"], self._scene["width"])
+      scene = photo_scenes.make_scene(photo, seed, render=False, **self._scene)
+    else:
+      scene = synthetic.make_scene(seed, render=False, **self._scene)
     image = scene.frames[0]
     example = {
         "image": image,
@@ -70,7 +81,8 @@ class SyntheticExamples:
 
 def open_source(data_config, split: str):
   """The ``split`` source the ``data`` config block names: the prepared data
-  set in ``data.dir``, or synthetic scenes when it is empty."""
+  set in ``data.dir``, or synthetic scenes when it is empty (of the photos in
+  ``data.synthetic.photos`` when that is set)."""
   if data_config.dir:
     source = dataset.open_split(data_config.dir, split)  # Says if it is not prepared.
     clip = dataset.load_clip_config(data_config.dir)
@@ -86,7 +98,8 @@ def open_source(data_config, split: str):
       split, num_examples=synth.num_train if split == "train" else synth.num_test,
       seed=synth.seed, num_frames=synth.num_frames, fps=synth.fps,
       height=data_config.height, width=data_config.width, num_freqs=data_config.num_freqs,
-      num_render_frames=synth.num_render_frames, max_amplitude_px=synth.max_amplitude_px)
+      num_render_frames=synth.num_render_frames, max_amplitude_px=synth.max_amplitude_px,
+      photos=synth.get("photos", ""))
 
 
 def clip_timing(data_config) -> tuple[int, float]:

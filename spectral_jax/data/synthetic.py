@@ -128,12 +128,22 @@ def _load_photo(name: str) -> np.ndarray:
 
 
 def photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-  """uint8 ``[H, W, 3]``: a random crop of a photo shipped with scikit-image.
+  """uint8 ``[H, W, 3]``: a random crop (`random_crop`) of a photo shipped
+  with scikit-image; grey photos are tinted into colour."""
+  image = random_crop(rng, _load_photo(_PHOTOS[rng.integers(len(_PHOTOS))]), height, width)
+  if image.ndim == 2:
+    tint = rng.uniform(0.75, 1.15, 3)
+    image = np.clip(image[..., None] * tint, 0, 255).astype(np.uint8)
+  return image
+
+
+def random_crop(rng: np.random.Generator, source: np.ndarray, height: int,
+                width: int) -> np.ndarray:
+  """uint8 ``[H, W]`` or ``[H, W, C]``: a random crop of ``source``.
 
   The crop has the output's aspect ratio, covers 50-100% of the largest such
   crop, is flipped left-right half of the time and resized to ``H x W``.
   """
-  source = _load_photo(_PHOTOS[rng.integers(len(_PHOTOS))])
   src_h, src_w = source.shape[:2]
   scale = min(src_h / height, src_w / width) * rng.uniform(0.5, 1.0)
   crop_h = min(src_h, max(1, round(height * scale)))
@@ -144,11 +154,7 @@ def photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
   if rng.random() < 0.5:
     crop = crop[:, ::-1]
   interpolation = cv2.INTER_AREA if scale >= 1.0 else cv2.INTER_CUBIC
-  image = cv2.resize(np.ascontiguousarray(crop), (width, height), interpolation=interpolation)
-  if image.ndim == 2:
-    tint = rng.uniform(0.75, 1.15, 3)
-    image = np.clip(image[..., None] * tint, 0, 255).astype(np.uint8)
-  return image
+  return cv2.resize(np.ascontiguousarray(crop), (width, height), interpolation=interpolation)
 
 
 def warp_forward(image: np.ndarray, disp_px: np.ndarray, iterations: int = 8) -> np.ndarray:
@@ -335,6 +341,28 @@ def make_scene(seed: int, *, num_frames: int = 150, height: int = 160, width: in
   count = int(rng.integers(num_regions[0], num_regions[1] + 1))
   alphas, shapes, sways = (np.stack(part) for part in zip(
       *[_cantilever(rng, height, width) for _ in range(count)]))
+  motion = layer_motion(rng, sways, num_frames=num_frames, fps=fps,
+                        max_amplitude_px=max_amplitude_px, modes_per_region=modes_per_region,
+                        freq_range_hz=freq_range_hz, power_decay_hz=power_decay_hz,
+                        gust_rate_hz=gust_rate_hz)
+  motion = fit_motion(motion, alphas, shapes, max_amplitude_px)
+  return assemble_scene(picture.astype(np.float32), _foliage(rng, height, width, count),
+                        alphas, shapes, motion, num_freqs=num_freqs, fps=fps, render=render)
+
+
+def layer_motion(rng, sways: np.ndarray, *, num_frames: int, fps: float,
+                 max_amplitude_px: float, modes_per_region: tuple[int, int],
+                 freq_range_hz: tuple[float, float], power_decay_hz: float,
+                 gust_rate_hz: float) -> np.ndarray:
+  """float64 ``[R, T, 2]`` pixels: each layer's sway (`_sway`) from frame 0.
+
+  Args:
+    sways: ``[R, 2]`` unit vectors, each layer's first-mode direction.
+    Others: as `make_scene`'s. The modes of a layer share one gain, drawn
+    independently of their frequencies; `fit_motion` then bounds the scene.
+  """
+  if not len(sways):
+    return np.zeros((0, num_frames, 2))
   motion = np.stack([
       _sway(rng, num_frames, fps, sway,
             num_modes=int(rng.integers(modes_per_region[0], modes_per_region[1] + 1)),
@@ -342,29 +370,52 @@ def make_scene(seed: int, *, num_frames: int = 150, height: int = 160, width: in
             gust_rate_hz=gust_rate_hz)
       for sway in sways])  # [R, T, 2]
   motion -= motion[:, :1]  # Displacement from frame 0, exactly 0 there.
-  # One gain for all of a layer's modes, drawn independently of their
-  # frequencies: normalising each layer to a peak would undo the power law.
-  motion *= max_amplitude_px * rng.uniform(0.3, 0.7, count)[:, None, None]
+  # One gain for all of a layer's modes: normalising each layer to a peak
+  # would undo the power law.
+  motion *= max_amplitude_px * rng.uniform(0.3, 0.7, len(sways))[:, None, None]
+  return motion
 
-  # One factor for the whole scene keeps the layers' relative amplitudes.
+
+def fit_motion(motion: np.ndarray, alphas: np.ndarray, shapes: np.ndarray,
+               max_amplitude_px: float) -> np.ndarray:
+  """``motion`` ``[R, T, 2]`` scaled by one factor for the whole scene (so
+  the layers keep their relative amplitudes) such that no pixel of a layer
+  (``alphas`` > 0) moves further than ``max_amplitude_px`` and no layer's
+  field ``motion[r, t] * shapes[r]`` stretches by more than `_MAX_STRAIN`
+  px per px (its forward map then never folds); frame 0 is exactly 0.
+  """
   # Strain: |grad M_r| <= |motion_r(t)| |grad shape_r| bounds every frame's.
   # Amplitude: a pixel moves by a blend (weights summing to <= 1) of the
   # fields of the layers it shows, each at most its swing over its own area.
-  swings = np.linalg.norm(motion, axis=-1).max(1)  # [R]
-  strain = max(swing * np.hypot(*np.gradient(shape)).max() for swing, shape in zip(swings, shapes))
-  reach = max(swing * shape[alpha > 0].max(initial=0.0)
-              for swing, shape, alpha in zip(swings, shapes, alphas))
-  motion *= min(1.0, _MAX_STRAIN / max(strain, 1e-12), max_amplitude_px / max(reach, 1e-12))
+  swings = np.linalg.norm(motion, axis=-1).max(1, initial=0.0)  # [R]
+  strain = max((swing * np.hypot(*np.gradient(shape)).max()
+                for swing, shape in zip(swings, shapes)), default=0.0)
+  reach = max((swing * shape[alpha > 0].max(initial=0.0)
+               for swing, shape, alpha in zip(swings, shapes, alphas)), default=0.0)
+  motion = motion * min(1.0, _MAX_STRAIN / max(strain, 1e-12),
+                        max_amplitude_px / max(reach, 1e-12))
   motion[:, 0] = 0.0
+  return motion
 
+
+def assemble_scene(background: np.ndarray, colours: np.ndarray, alphas: np.ndarray,
+                   shapes: np.ndarray, motion: np.ndarray, *, num_freqs: int, fps: float,
+                   render: bool) -> SyntheticScene:
+  """The scene of these layers (`Layers`' shapes; ``motion`` from
+  `fit_motion`): its ground truth and frames.
+
+  ``disp_px`` at a pixel is the blend, by how much of it each layer shows at
+  rest (`_visibility`), of the layers' fields there; 0 on the background.
+  """
+  count, height, width = alphas.shape
+  num_frames = motion.shape[1]
   visible = _visibility(alphas)
   # [T * 2, R] @ [R, H * W]: one matmul for every frame's ground truth.
   planes = (motion.transpose(1, 2, 0).reshape(num_frames * 2, count).astype(np.float32)
             @ (visible * shapes).reshape(count, height * width))
   disp_px = np.ascontiguousarray(planes.reshape(num_frames, 2, height, width).transpose(0, 2, 3, 1))
 
-  layers = Layers(background=picture.astype(np.float32),
-                  colours=_foliage(rng, height, width, count), alphas=alphas,
+  layers = Layers(background=background, colours=colours, alphas=alphas,
                   shapes=shapes, motion=motion.astype(np.float32))
   frames = np.stack([render_frame(layers, t) for t in range(num_frames if render else 1)])
   return SyntheticScene(frames=frames, disp_px=disp_px,

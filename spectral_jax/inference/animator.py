@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from spectral_jax.inference import loading
+from spectral_jax.inference import export, loading
 from spectral_jax.inference.motion_model import MotionModel, SamplingOptions
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.motion.spectral import animation_texture, from_real_layout
@@ -55,30 +55,34 @@ class Animator:
 
   @classmethod
   def load(cls, directory, *, with_motion: bool = True) -> "Animator":
-    """The runs in ``directory`` (`loading.find_runs`); without
-    ``with_motion`` only the renderer is loaded (motion comes from a file).
+    """The models in ``directory``: an export (`export.is_export`: it holds
+    ``model.json``) or a folder of training runs (`loading.find_runs`);
+    without ``with_motion`` only the renderer is loaded (motion comes from a
+    file).
 
     Raises:
       FileNotFoundError: a needed run is missing.
-      ValueError: the runs disagree on the picture size.
+      ValueError: the models disagree on the picture size; a bad export.
     """
-    runs = loading.find_runs(directory)
-    needed = ("motion", "renderer") if with_motion else ("renderer",)
-    missing = [role for role in needed if role not in runs]
-    if missing:
-      raise FileNotFoundError(
-          f"{directory}: no {' and no '.join(missing)} run in it (a directory of training "
-          "runs: a renderer run and an ldm_freq_attn or ldm_pretrain run)")
-    renderer = loading.load_renderer(runs["renderer"])
+    if export.is_export(directory):
+      renderer, motion = export.load(directory, with_motion=with_motion)
+    else:
+      runs = loading.find_runs(directory)
+      needed = ("motion", "renderer") if with_motion else ("renderer",)
+      missing = [role for role in needed if role not in runs]
+      if missing:
+        raise FileNotFoundError(
+            f"{directory}: no {' and no '.join(missing)} run in it (a directory of training "
+            "runs: a renderer run and an ldm_freq_attn or ldm_pretrain run; or an export)")
+      renderer = loading.load_renderer(runs["renderer"])
+      motion = loading.load_motion_model(runs["motion"]) if with_motion else None
     data = renderer.config.data
     size, num_freqs = (data.width, data.height), data.num_freqs
     num_frames, fps = renderer.num_frames, renderer.fps
-    motion = None
-    if with_motion:
-      motion = loading.load_motion_model(runs["motion"])
+    if motion is not None:
       motion_size = (motion.config.data.width, motion.config.data.height)
       if motion_size != size:
-        raise ValueError(f"{directory}: the motion run works at {motion_size[0]}x"
+        raise ValueError(f"{directory}: the motion model works at {motion_size[0]}x"
                          f"{motion_size[1]}, the renderer at {size[0]}x{size[1]}")
       num_freqs, num_frames, fps = motion.num_freqs, motion.num_frames, motion.fps
     return cls(renderer, motion, size[0], size[1], num_freqs, num_frames, fps)
@@ -124,4 +128,5 @@ def resolve_checkpoint(checkpoint) -> Path:
     return Path(checkpoint)
   raise FileNotFoundError(
       "no --checkpoint given and this installation ships no default model: train the "
-      "stages (README, Training) and pass --checkpoint DIR, the directory of the runs")
+      "stages (README, Training) and pass --checkpoint DIR, the directory of the runs "
+      "or an export of them")

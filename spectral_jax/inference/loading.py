@@ -13,6 +13,9 @@ was trained with. Its checkpoints' ``stats`` hold:
 So a VAE run that trains on after its diffusion model was trained does not
 change what sampling decodes, and a directory of runs moved elsewhere as a
 whole still finds its VAE (through the relative path).
+
+Orbax (`spectral_jax.checkpoint`) is imported only by the functions that
+read runs, so that an export (`inference.export`) loads without it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from spectral_jax import checkpoint, diffusion
+from spectral_jax import diffusion
 from spectral_jax.inference.motion_model import MotionModel
 from spectral_jax.models.build import (
   MOTION_STAGES,
@@ -48,6 +51,7 @@ def vae_pin(vae_workdir, step: int, motion_workdir) -> dict:
 def pinned_vae_dir(motion_workdir, pin: dict) -> Path:
   """Where the pinned VAE run is: beside the motion run as it was (relative
   path) first, then at its absolute path."""
+  from spectral_jax import checkpoint
   candidates = [Path(motion_workdir).absolute() / pin["relative_path"], Path(pin["path"])]
   for candidate in candidates:
     if (candidate / checkpoint.CHECKPOINT_DIR).is_dir():
@@ -71,6 +75,7 @@ def load_vae(workdir, mesh=None, step: int | None = None) -> LoadedVAE:
   (default: one device)."""
   if not workdir:
     raise ValueError("the LDM stages need a trained VAE: --config.vae_from=VAE_WORKDIR")
+  from spectral_jax import checkpoint
   vae, _, stats, step = checkpoint.load_model(workdir, build_vae, ("vae",), mesh, step)
   latent = {name: np.asarray(stats["latent"][name], np.float32) for name in ("mean", "std")}
   return LoadedVAE(vae, NormalizationStats.from_json(stats["normalization"]), latent,
@@ -80,6 +85,7 @@ def load_vae(workdir, mesh=None, step: int | None = None) -> LoadedVAE:
 def load_motion_model(workdir, mesh=None) -> MotionModel:
   """The latest checkpoint of an ``ldm_pretrain`` or ``ldm_freq_attn`` run
   with the VAE checkpoint it pins, on ``mesh`` (default: one device)."""
+  from spectral_jax import checkpoint
   unet, config, stats, _ = checkpoint.load_model(workdir, build_unet, MOTION_STAGES, mesh)
   pin = stats["vae"]
   loaded = load_vae(pinned_vae_dir(workdir, pin), mesh, pin["step"])
@@ -103,6 +109,7 @@ class LoadedRenderer:
 
 def load_renderer(workdir, mesh=None) -> LoadedRenderer:
   """The latest checkpoint of a ``renderer`` run."""
+  from spectral_jax import checkpoint
   renderer, config, stats, _ = checkpoint.load_model(workdir, build_renderer, ("renderer",),
                                                      mesh)
   return LoadedRenderer(renderer, float(stats["metric_scale"]), config,
@@ -119,6 +126,7 @@ def find_runs(directory) -> dict[str, Path]:
     FileNotFoundError: ``directory`` holds no renderer or no motion run.
     ValueError: two runs could be meant for one role.
   """
+  from spectral_jax import checkpoint
   directory = Path(directory)
   if not directory.is_dir():
     raise FileNotFoundError(f"{directory}: no such directory")
