@@ -211,18 +211,10 @@ def test_frames_are_the_layers_rendered_and_frame_0_is_the_photo(scene):
   assert error.mean() < 0.3 and np.percentile(error, 99.9) <= 2
 
 
-def _coverage(layers, t):
-  """float32 ``[H, W]``: how much of each pixel the layers cover at frame t."""
-  bare = np.ones(layers.alphas.shape[1:], np.float32)
-  for r in range(len(layers.alphas)):
-    bare *= 1 - synthetic.warp_forward(layers.alphas[r], layers.field(r, t))
-  return 1 - bare
-
-
 def test_uncovered_pixels_show_the_inpainted_background():
   scene = photo_scenes.make_scene(_garden(), 5, max_amplitude_px=6.0, **CLIP)
   layers = scene.layers
-  uncovered = [(_coverage(layers, t) < 1e-3) & (scene.moving_mask > 0.999) for t in range(T)]
+  uncovered = [(layers.coverage(t) < 1e-3) & (scene.moving_mask > 0.999) for t in range(T)]
   t = int(np.argmax([u.sum() for u in uncovered]))
   assert uncovered[t].sum() > 10
   np.testing.assert_allclose(scene.frames[t][uncovered[t]], layers.background[uncovered[t]],

@@ -78,20 +78,12 @@ def test_layers_move_and_background_stays(scene):
   assert np.abs(scene.frames[1:, moving].astype(int) - scene.frames[0][moving]).mean() > 1.0
 
 
-def _coverage(layers, t):
-  """float32 ``[H, W]``: how much of each pixel the layers cover at frame t."""
-  bare = np.ones(layers.alphas.shape[1:], np.float32)
-  for r in range(len(layers.alphas)):
-    bare *= 1 - synthetic.warp_forward(layers.alphas[r], layers.field(r, t))
-  return 1 - bare
-
-
 def test_frames_follow_the_ground_truth_and_uncover_the_background():
   # A scene whose plants uncover more than a few pixels at this small size.
   scene = synthetic.make_scene(4, num_frames=T, height=H, width=W, num_freqs=K)
   layers = scene.layers
   # Pixels every layer has swung away from, though one covered them at rest.
-  uncovered = [(_coverage(layers, t) < 1e-3) & (scene.moving_mask > 0.999) for t in range(T)]
+  uncovered = [(layers.coverage(t) < 1e-3) & (scene.moving_mask > 0.999) for t in range(T)]
   t = int(np.argmax([u.sum() for u in uncovered]))
   assert uncovered[t].sum() > 10
   # Frame t shows the background there: what forward warping the picture lacks.

@@ -70,6 +70,14 @@ class Layers:
     """float32 ``[H, W, 2]``: where layer ``layer`` moves at frame ``t``, px."""
     return self.motion[layer, t] * self.shapes[layer][..., None]
 
+  def coverage(self, t: int) -> np.ndarray:
+    """float32 ``[H, W]`` in [0, 1]: how much of each pixel the moved layers
+    cover at frame ``t``; 0 where the background shows through."""
+    bare = np.ones(self.alphas.shape[1:], np.float32)
+    for r in range(len(self.alphas)):
+      bare *= 1 - warp_forward(self.alphas[r], self.field(r, t))
+    return 1 - bare
+
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticScene:
