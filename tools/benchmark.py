@@ -1,10 +1,20 @@
 """Benchmarks that print their numbers (never part of the test suite).
 
   python tools/benchmark.py data [--videos 2 --video-frames 300 --workers 2]
-  python tools/benchmark.py splat [--channels 64 --rounds 10]
-  python tools/benchmark.py train [--variants tiny --steps 3]
-  python tools/benchmark.py animate [--variant tiny --frames 150 --steps 50,250]
-  python tools/benchmark.py render [--frames 150]
+  python tools/benchmark.py splat [--channels 64 --rounds 10] [--device auto]
+  python tools/benchmark.py train [--variants tiny --steps 3] [--dtype float32 --device auto]
+  python tools/benchmark.py animate [--variant tiny --frames 150 --steps 50,250] [--dtype --device]
+  python tools/benchmark.py render [--frames 150] [--dtype float32 --device auto]
+
+Every benchmark that runs JAX (all but ``data``) takes ``--device``:
+``auto`` (default) is JAX's choice, the GPU where one is present, ``gpu``
+insists on one (and stops if JAX sees none), ``cpu`` pins JAX to the CPU;
+the device the figures come from is printed first. ``train``, ``animate``
+and ``render`` take ``--dtype float32`` (default) or ``bfloat16``: the
+models' computation dtype (``config.dtype`` of every trained run; the
+parameters, optimizer state and losses stay float32), printed with each
+figure. bfloat16 pays off on GPUs and TPUs; on a CPU it is emulated and no
+faster than float32.
 
 ``data``: data-preparation throughput at 256x160 in clip frames per second,
 end to end (decode, flow, filters, FFT, statistics, TFDS write), with a
@@ -62,6 +72,24 @@ import numpy as np
 SIZE = (256, 160)
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 CLIP_FRAMES = 150
+DTYPES = ("float32", "bfloat16")
+DEVICES = ("auto", "gpu", "cpu")
+
+
+def _select_device(device: str) -> str:
+  """Points JAX at ``device`` before it is first imported (processes this
+  one starts inherit the choice); returns the device the figures come from."""
+  if device == "cpu":
+    os.environ["JAX_PLATFORMS"] = "cpu"
+  elif device == "gpu":
+    # JAX's own choice, which is the GPU wherever it can use one.
+    os.environ.pop("JAX_PLATFORMS", None)
+  import jax
+  devices = jax.devices()
+  if device == "gpu" and devices[0].platform != "gpu":
+    raise SystemExit("--device gpu: JAX sees no GPU here (a CUDA build of JAX, "
+                     "jax[cuda12], and an NVIDIA driver are needed)")
+  return f"{devices[0].platform} ({devices[0].device_kind}) x{len(devices)}"
 
 
 def _measured(command: list[str]) -> tuple[float, float]:
@@ -251,7 +279,7 @@ def _train_benchmark(args) -> None:
       # Paper shapes on a CPU: a couple of examples per step is all it fits.
       common = {"num_steps": args.steps, "log_every": 1, "eval_every": 0,
                 "checkpoint_every": args.steps, "data.synthetic.stats_examples": 8,
-                "eval.whiten_batches": 1}
+                "eval.whiten_batches": 1, "dtype": args.dtype}
       batch = {} if tiny else {"batch_size": 2}
       runs = {}
       for stage in ("vae", "ldm_pretrain", "ldm_freq_attn", "renderer"):
@@ -264,26 +292,27 @@ def _train_benchmark(args) -> None:
         config = _load_config(stage, variant, **overrides)
         records = train.run(config, run, progress=False)
         runs[stage] = run
-        print(f"{variant:5s} {stage:14s} batch {config.batch_size:3d}: "
+        print(f"{variant:5s} {stage:14s} {args.dtype} batch {config.batch_size:3d}: "
               f"{records[-1]['examples_per_s']:8.2f} examples/s", flush=True)
 
-      model = load_motion_model(runs["ldm_freq_attn"])
+      model = load_motion_model(runs["ldm_freq_attn"])  # In the runs' dtype.
       data = model.config.data
       image = np.zeros((1, data.height, data.width, 3), np.uint8)
-      timed = (50, 250) if tiny else (2, 4)
+      measured = tiny or jax.default_backend() != "cpu"
+      timed = (50, 250) if measured else (2, 4)
       seconds = {}
       for num_steps in timed:
         sample = model.sampler(SamplingOptions(num_steps=num_steps))
         sample(image, jax.random.key(0)).block_until_ready()
         seconds[num_steps] = _rate(lambda: sample(image, jax.random.key(1)).block_until_ready(),
                                    1)
-      if not tiny:  # t(S) = a + b S through the two timings.
+      if not measured:  # t(S) = a + b S through the two timings.
         per_step = (seconds[timed[1]] - seconds[timed[0]]) / (timed[1] - timed[0])
         fixed = seconds[timed[0]] - per_step * timed[0]
         seconds = {s: fixed + per_step * s for s in (50, 250)}
-      how = "measured" if tiny else f"extrapolated from {timed[0]} and {timed[1]} steps"
+      how = "measured" if measured else f"extrapolated from {timed[0]} and {timed[1]} steps"
       for num_steps in (50, 250):
-        print(f"{variant:5s} DDIM {num_steps:3d} steps, K={data.num_freqs}: "
+        print(f"{variant:5s} DDIM {num_steps:3d} steps, K={data.num_freqs}, {args.dtype}: "
               f"{seconds[num_steps]:8.2f} s per picture ({how}); "
               f"{eps_calls_per_sample(num_steps)} network calls on [1, {data.num_freqs}, ...]",
               flush=True)
@@ -292,13 +321,14 @@ def _train_benchmark(args) -> None:
 
 
 def _render_benchmark(args) -> None:
+  import jax.numpy as jnp
   from flax import nnx
 
   from spectral_jax.models.renderer import Renderer
   from spectral_jax.render.frames import render_frames
   config = _load_config("renderer", "paper")
-  renderer = Renderer(**config.model.to_dict(), rngs=nnx.Rngs(0))
-  print(f"render_frames, the paper's renderer, batches of {args.batch_size}:")
+  renderer = Renderer(**config.model.to_dict(), dtype=jnp.dtype(args.dtype), rngs=nnx.Rngs(0))
+  print(f"render_frames, the paper's renderer, {args.dtype}, batches of {args.batch_size}:")
   for width, height in (SIZE, (512, 288)):
     y, x = np.mgrid[:height, :width] / np.float32([[[height]], [[width]]])
     times = np.arange(args.frames, dtype=np.float32)[:, None, None]
@@ -311,18 +341,20 @@ def _render_benchmark(args) -> None:
     start = time.perf_counter()
     render_frames(renderer, image, motion, batch_size=args.batch_size, progress=False)
     seconds = time.perf_counter() - start
-    print(f"  {width}x{height}: {args.frames / seconds:6.2f} frames/s "
+    print(f"  {width}x{height} {args.dtype}: {args.frames / seconds:6.2f} frames/s "
           f"({args.frames} frames in {seconds:.1f} s)", flush=True)
-  probe = ("import numpy as np; from flax import nnx; import sys; sys.path.insert(0, 'tools');"
+  probe = ("import numpy as np; import jax.numpy as jnp; from flax import nnx; import sys;"
+           "sys.path.insert(0, 'tools');"
            "import benchmark as b; from spectral_jax.models.renderer import Renderer;"
            "from spectral_jax.render.frames import render_frames;"
            "c = b._load_config('renderer', 'paper');"
-           "r = Renderer(**c.model.to_dict(), rngs=nnx.Rngs(0));"
+           f"r = Renderer(**c.model.to_dict(), dtype=jnp.dtype('{args.dtype}'), "
+           "rngs=nnx.Rngs(0));"
            f"m = np.zeros(({args.frames}, 160, 256, 2), np.float32) + 1.5;"
            "render_frames(r, np.zeros((160, 256, 3), np.uint8), m, progress=False)")
   _, peak = _measured([sys.executable, "-c", probe])
-  print(f"  peak RSS rendering {args.frames} frames at 256x160 (start-up included): "
-        f"{peak:.0f} MiB")
+  print(f"  peak RSS rendering {args.frames} frames at 256x160, {args.dtype} (start-up "
+        f"included): {peak:.0f} MiB")
 
 
 def _animate_benchmark(args) -> None:
@@ -338,7 +370,8 @@ def _animate_benchmark(args) -> None:
     shared = {"num_steps": 1, "log_every": 1, "eval_every": 0, "checkpoint_every": 1,
               "batch_size": 2, "data.width": width, "data.height": height,
               "data.num_freqs": 16, "data.synthetic.num_frames": CLIP_FRAMES,
-              "data.synthetic.stats_examples": 4, "eval.whiten_batches": 1}
+              "data.synthetic.stats_examples": 4, "eval.whiten_batches": 1,
+              "dtype": args.dtype}
     runs = {"vae": workdir / "vae", "ldm_pretrain": workdir / "ldm1",
             "ldm_freq_attn": workdir / "ldm2", "renderer": workdir / "renderer"}
     for stage, run in runs.items():
@@ -350,8 +383,10 @@ def _animate_benchmark(args) -> None:
       if stage == "renderer":
         overrides["data.synthetic.num_render_frames"] = 1
       train.run(_load_config(stage, args.variant, **overrides), run, progress=False)
+    # Every run computes in --dtype, and so do the models `animate` loads.
     print(f"animate, {args.variant} widths at {width}x{height}, K=16, T={CLIP_FRAMES}, "
-          f"{args.frames} frames (seconds: first call with compilation / compiled):")
+          f"{args.frames} frames, {args.dtype} (seconds: first call with compilation / "
+          "compiled):")
 
     def timed(function):
       start = time.perf_counter()
@@ -395,31 +430,43 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sections = parser.add_subparsers(dest="section", required=True)
+  on_device = argparse.ArgumentParser(add_help=False)
+  on_device.add_argument("--device", choices=DEVICES, default="auto",
+                         help="auto: JAX's choice (the GPU where present); gpu: require one")
+  with_dtype = argparse.ArgumentParser(add_help=False, parents=[on_device])
+  with_dtype.add_argument("--dtype", choices=DTYPES, default="float32",
+                          help="computation dtype of the models (parameters stay float32)")
   data = sections.add_parser("data", help="data-preparation throughput and memory")
   data.add_argument("--videos", type=int, default=2)
   data.add_argument("--video-frames", type=int, default=300)
   data.add_argument("--workers", type=int, default=2)
   data.set_defaults(run=benchmark_data)
-  splat = sections.add_parser("splat", help="softmax splatting against a PyTorch reference")
+  splat = sections.add_parser("splat", parents=[on_device],
+                              help="softmax splatting against a PyTorch reference")
   splat.add_argument("--channels", type=int, default=64)
   splat.add_argument("--rounds", type=int, default=10,
                      help="timed calls of each implementation, interleaved; best counts")
   splat.set_defaults(run=_splat_benchmark)
-  train = sections.add_parser("train", help="training examples/s per stage; DDIM sampling")
+  train = sections.add_parser("train", parents=[with_dtype],
+                              help="training examples/s per stage; DDIM sampling")
   train.add_argument("--variants", default="tiny", help="comma-separated: tiny, paper")
   train.add_argument("--steps", type=int, default=3,
                      help="training steps per stage; the last one is timed")
   train.set_defaults(run=_train_benchmark)
-  animate = sections.add_parser("animate", help="spectral-jax animate, by phase")
+  animate = sections.add_parser("animate", parents=[with_dtype],
+                                help="spectral-jax animate, by phase")
   animate.add_argument("--variant", default="tiny", help="model widths: tiny or paper")
   animate.add_argument("--frames", type=int, default=CLIP_FRAMES)
   animate.add_argument("--steps", default="50,250", help="DDIM step counts to time")
   animate.set_defaults(run=_animate_benchmark)
-  render = sections.add_parser("render", help="renderer frames/s and memory")
+  render = sections.add_parser("render", parents=[with_dtype],
+                               help="renderer frames/s and memory")
   render.add_argument("--frames", type=int, default=150)
   render.add_argument("--batch-size", type=int, default=8)
   render.set_defaults(run=_render_benchmark)
   args = parser.parse_args()
+  if args.section != "data":  # Data preparation runs no JAX.
+    print(f"JAX device: {_select_device(args.device)}", flush=True)
   args.run(args)
 
 

@@ -112,6 +112,7 @@ class FeatureEncoder(nnx.Module):
   ``pyramid[s]`` ``[B, ceil(H / 2^s), ceil(W / 2^s), C_s]`` for
   ``s = 0 .. len(depths) - 1`` with ``C_0 = 3 + channels[0]`` (the picture's
   RGB first) and ``C_s = channels[s]`` above; ``style`` ``[B, style_dim]``.
+  ``pyramid[0]`` is float32, the other scales and the style are ``dtype``.
 
   A ResNet with a full-resolution stem (7x7 conv, stride 1, no max pool):
   stage 0 keeps full resolution and each later stage halves it, so the
@@ -144,7 +145,10 @@ class FeatureEncoder(nnx.Module):
     for stage in self.stages:
       x = stage(x)
       pyramid.append(x)
-    pyramid[0] = jnp.concatenate([image.astype(x.dtype), pyramid[0]], axis=-1)
+    # Scale 0 is float32 whatever the dtype: its RGB is the picture the frame
+    # passes through where coverage is full, which bfloat16 would round (8 bits).
+    pyramid[0] = jnp.concatenate([image.astype(jnp.float32), pyramid[0].astype(jnp.float32)],
+                                 axis=-1)
     pooled = jnp.mean(x, axis=(1, 2))  # [B, channels[-1]]
     style = self.style_out(nnx.leaky_relu(self.style_hidden(pooled), LEAKY_SLOPE))
     return pyramid, style

@@ -39,7 +39,10 @@ class _Encoder(nnx.Module):
                          layers.SpatialAttention(channels, dtype=dtype, rngs=rngs),
                          layers.ResBlock(channels, channels, dtype=dtype, rngs=rngs)])
     self.norm_out = layers.group_norm(channels, dtype=dtype, rngs=rngs)
-    self.conv_out = layers.conv(channels, 2 * latent_channels, dtype=dtype, rngs=rngs)
+    # float32 whatever the dtype: the LDM whitens the posterior mean by its
+    # spread, (mu - mean) / std, which bfloat16 rounding of mu (and of the
+    # bias added to it) would swamp when |mean| >> std.
+    self.conv_out = layers.conv(channels, 2 * latent_channels, dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x):
     h = self.conv_in(x)
