@@ -113,7 +113,6 @@ def load_config_file(path, arg: str | None = None,
   return config
 
 
-
 def _int(low, high=None):
   return int, number(int, low=low, high=high)
 
@@ -165,7 +164,7 @@ _RANGES = {
     "diffusion.schedule.num_steps": _int(1),
     "sampling.num_steps": _int(1),
     "sampling.guidance_scale": _real(0),
-    "sampling.eta": _real(0),
+    "sampling.eta": _real(0, 1),  # 0: deterministic DDIM, 1: ancestral.
     "sampling.loop_weight": _real(0),
     "sampling.recurrence_steps": _int(1),
     "loss.l1_weight": _real(0),
