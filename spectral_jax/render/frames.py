@@ -44,8 +44,9 @@ def render_frames(model, image, motion_texture_px, *, batch_size: int = 8,
   likewise, so every video starts on the input picture.
 
   The encoder runs once; frames are rendered ``batch_size`` at a time by one
-  jit-compiled function (the last batch is padded to the same shape), so
-  memory is bounded by one batch whatever ``T``: only the uint8 result
+  jit-compiled function (the last batch is padded to the same shape), one
+  batch rendering while the one before is copied to the host, so memory is
+  bounded by two batches whatever ``T``: only the uint8 result
   ``[T, H, W, 3]`` grows with it.
 
   Args:
@@ -70,13 +71,22 @@ def render_frames(model, image, motion_texture_px, *, batch_size: int = 8,
   metric = motion_metric(motion, metric_scale)[None]  # [1, H, W, 1]
   pyramid, style = _encode(graphdef, state, image)
   frames = np.empty((num_frames,) + image.shape[:2] + (3,), np.uint8)
+  in_flight = None  # (start, count, device frames) of the batch dispatched last.
   with tqdm(total=num_frames, unit="frame", disable=not progress) as bar:
-    for start in range(0, num_frames, batch_size):
-      flow = motion[start:start + batch_size]
-      count = flow.shape[0]
-      if count < batch_size:
-        flow = np.pad(flow, ((0, batch_size - count), (0, 0), (0, 0), (0, 0)))
-      rendered = to_uint8(_render(graphdef, state, pyramid, style, flow, metric))
-      frames[start:start + count] = np.asarray(rendered)[:count]
-      bar.update(count)
+    for start in range(0, num_frames + batch_size, batch_size):
+      # Batch i + 1 is dispatched (JAX runs it asynchronously) before batch
+      # i is copied to the host, so the device never waits on the copy.
+      dispatched = None
+      if start < num_frames:
+        flow = motion[start:start + batch_size]
+        count = flow.shape[0]
+        if count < batch_size:
+          flow = np.pad(flow, ((0, batch_size - count), (0, 0), (0, 0), (0, 0)))
+        dispatched = (start, count,
+                      to_uint8(_render(graphdef, state, pyramid, style, flow, metric)))
+      if in_flight is not None:
+        done_start, done_count, rendered = in_flight
+        frames[done_start:done_start + done_count] = np.asarray(rendered)[:done_count]
+        bar.update(done_count)
+      in_flight = dispatched
   return frames
