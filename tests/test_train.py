@@ -241,6 +241,27 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert checkpoint.manager(tmp_path, read_only=True).latest_step() == 2
 
 
+def test_a_preemption_save_never_stores_diverged_parameters(tmp_path, monkeypatch):
+  """A preemption save comes at any step, not only at logging or checkpoint
+  steps: the steps since the last check are checked before it too."""
+  config = train_configs.load_config("vae")
+  config.num_steps, config.checkpoint_every, config.eval_every = 2, 1, 0
+  train.run(config, tmp_path, progress=False)
+  real_manager = checkpoint.manager
+
+  def preempted_at_step_3(*args, **kwargs):
+    mngr = real_manager(*args, **kwargs)
+    mngr.reached_preemption = lambda step: step == 3
+    return mngr
+
+  monkeypatch.setattr(checkpoint, "manager", preempted_at_step_3)
+  config.num_steps, config.log_every, config.checkpoint_every = 10, 100, 100
+  config.optimizer.learning_rate = 1e38  # Step 3's parameters overflow.
+  with pytest.raises(train.TrainingDiverged, match="at step 3 .* last good checkpoint is step 2"):
+    train.run(config, tmp_path, progress=False)
+  assert real_manager(tmp_path, read_only=True).latest_step() == 2
+
+
 def test_command_line(tmp_path):
   """``python -m spectral_jax.train`` with overrides; a bad one fails clearly."""
   command = [sys.executable, "-m", "spectral_jax.train",

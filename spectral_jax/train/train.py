@@ -165,7 +165,9 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
       pending.append((step, metrics))
       last = step == config.num_steps
       log = step % config.log_every == 0 or last
-      if log or step % config.checkpoint_every == 0:
+      stop = mngr.reached_preemption(step)
+      save = step % config.checkpoint_every == 0 or last or stop
+      if log or save:
         record = _flush(pending, mngr)  # Raises TrainingDiverged before any save.
         if log:
           seconds = time.perf_counter() - window_start - excluded
@@ -176,8 +178,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
           bar.set_postfix(loss=f"{record['loss']:.4g}")
       aside = time.perf_counter()
       # Saved before evaluating, so that a failing evaluation loses no training.
-      stop = mngr.reached_preemption(step)
-      if step % config.checkpoint_every == 0 or last or stop:
+      if save:
         checkpoint.save(mngr, step, params=state["params"], opt_state=state["opt_state"],
                         data=batches.get_state(), config=config,
                         stats=task.stats(graphdef, state["params"], state["constants"]),
