@@ -10,13 +10,18 @@
 * ``stats``: statistics the run depends on (JSON): the data set's
   normalization scales, and e.g. the VAE's latent whitening.
 
-Saves are asynchronous; the newest ``keep`` are kept. Arrays are restored
+Saves are asynchronous (Orbax writes a step to a temporary name and renames
+it when complete); the newest ``keep`` are kept. A damaged newest step (a
+file lost or cut short) is moved to ``WORKDIR/corrupt_checkpoints/`` and the
+one before is resumed (`restore_newest`). Arrays are restored
 onto whatever mesh the restoring run has (the abstract target carries the
 shardings), so a run saved on 8 devices resumes on 1 and vice versa.
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -28,6 +33,7 @@ from spectral_jax import sharding
 from spectral_jax.models import functional
 
 CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"
 ARRAY_ITEMS = ("params", "opt_state")
 JSON_ITEMS = ("data", "config", "stats")
 
@@ -79,6 +85,54 @@ def restore(mngr: ocp.CheckpointManager, step: int, *, abstract_params,
   items = {name: restored[name] for name in args}
   items["config"] = ml_collections.ConfigDict(items["config"])
   return items
+
+
+def restore_newest(mngr: ocp.CheckpointManager, *, abstract_params,
+                   abstract_opt_state) -> tuple[int | None, dict | None]:
+  """``(step, items)`` (`restore`) of the newest checkpoint that can be
+  read, or ``(None, None)`` when there is none.
+
+  Newer steps that cannot be read are reported on stderr and moved to
+  ``WORKDIR/corrupt_checkpoints/<step>`` (kept for inspection; their step
+  numbers are free for the resumed run to save again). If no step can be
+  read, the newest step's error is raised and nothing is moved: that is a
+  run that changed (another model or mesh config), not a damaged file.
+  """
+  failed = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      items = restore(mngr, step, abstract_params=abstract_params,
+                      abstract_opt_state=abstract_opt_state)
+    # Orbax and TensorStore raise many kinds of errors for damaged files.
+    except Exception as error:  # pylint: disable=broad-except
+      failed.append((step, error))
+      continue
+    if failed:
+      _move_aside(mngr, failed)
+    return step, items
+  if failed:
+    raise failed[0][1]
+  return None, None
+
+
+def _move_aside(mngr: ocp.CheckpointManager, failed: list) -> None:
+  if jax.process_count() > 1:
+    # Every process would move the same directory; resuming from an older
+    # step is then the user's call.
+    raise RuntimeError(f"checkpoint {failed[0][0]} cannot be read ({failed[0][1]}); move it "
+                       f"out of {mngr.directory} and run again to resume from the one before")
+  directory = Path(mngr.directory)
+  aside = directory.parent / CORRUPT_DIR
+  aside.mkdir(exist_ok=True)
+  for step, error in failed:
+    target = aside / str(step)
+    if target.exists():
+      shutil.rmtree(target)
+    (directory / str(step)).rename(target)
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(f"warning: checkpoint {step} cannot be read ({reason}); moved to {target}",
+          file=sys.stderr)
+  mngr.reload()
 
 
 def read_config(workdir, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:

@@ -207,6 +207,16 @@ def test_trained_models_load_and_other_stages_are_refused(one_device_runs):
     load_motion_model(out / "vae")
 
 
+def _resumed_rtol() -> float:
+  """Exact up to float rounding on a CPU. On a GPU the resumed run's fresh
+  compilation may autotune other convolution algorithms (TF32 sums in
+  another order) unless XLA_FLAGS has --xla_gpu_deterministic_ops=true; a
+  resume bug (another batch, a reset optimizer) is off by percents."""
+  exact = (jax.default_backend() == "cpu"
+           or "--xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", ""))
+  return 1e-6 if exact else 1e-3
+
+
 def test_resume_gives_the_same_losses(tmp_path):
   config = train_configs.load_config("vae")
   config.num_steps, config.checkpoint_every, config.eval_every = 4, 2, 0
@@ -216,16 +226,31 @@ def test_resume_gives_the_same_losses(tmp_path):
   config.num_steps = 4
   resumed = train.run(config, tmp_path / "resumed", progress=False)
   assert [r["step"] for r in resumed] == [3, 4]
-  # Exact up to float rounding on a CPU. On a GPU the resumed run's fresh
-  # compilation may autotune other convolution algorithms (TF32 sums in
-  # another order) unless XLA_FLAGS has --xla_gpu_deterministic_ops=true;
-  # a resume bug (another batch, a reset optimizer) is off by percents.
-  exact = (jax.default_backend() == "cpu"
-           or "--xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", ""))
   np.testing.assert_allclose([r["loss"] for r in resumed],
-                             [r["loss"] for r in straight[2:]], rtol=1e-6 if exact else 1e-3)
+                             [r["loss"] for r in straight[2:]], rtol=_resumed_rtol())
   logged = metrics.read_metrics(tmp_path / "resumed")
   assert [r["step"] for r in logged] == [1, 2, 3, 4]
+
+
+def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_resumed(tmp_path, capfd):
+  config = train_configs.load_config("vae")
+  config.num_steps, config.checkpoint_every, config.eval_every = 4, 2, 0
+  straight = train.run(config, tmp_path, progress=False)
+  # A file of step 4's parameters cut short, as by a disk filling up.
+  files = sorted(f for f in (tmp_path / "checkpoints" / "4" / "params").rglob("*")
+                 if f.is_file() and f.stat().st_size > 1000)
+  assert files
+  for f in files:
+    f.write_bytes(f.read_bytes()[:100])
+  config.num_steps = 5
+  resumed = train.run(config, tmp_path, progress=False)
+  assert "warning: checkpoint 4 cannot be read" in capfd.readouterr().err
+  assert (tmp_path / "corrupt_checkpoints" / "4").is_dir()
+  # Resumed from step 2: steps 3 and 4 are trained again, as the first time.
+  assert [r["step"] for r in resumed] == [3, 4, 5]
+  np.testing.assert_allclose([r["loss"] for r in resumed[:2]],
+                             [r["loss"] for r in straight[2:]], rtol=_resumed_rtol())
+  assert checkpoint.manager(tmp_path, read_only=True).all_steps() == [2, 4, 5]
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -106,7 +106,9 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
   # load some from another run, e.g. stage 1 into stage 2).
   mngr = checkpoint.manager(workdir, every=config.checkpoint_every,
                             keep=config.keep_checkpoints)
-  resume_step = mngr.latest_step()
+  resume_step, restored = checkpoint.restore_newest(
+      mngr, abstract_params=checkpoint.with_shardings(abstract_params, shardings["params"]),
+      abstract_opt_state=checkpoint.with_shardings(abstract_opt_state, shardings["opt_state"]))
   batches = task.train_batches(jax.process_index(), jax.process_count())
   if resume_step is None:
     def init(seed):
@@ -117,10 +119,6 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
     opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
     start_step = 0
   else:
-    restored = checkpoint.restore(
-        mngr, resume_step,
-        abstract_params=checkpoint.with_shardings(abstract_params, shardings["params"]),
-        abstract_opt_state=checkpoint.with_shardings(abstract_opt_state, shardings["opt_state"]))
     params, opt_state = restored["params"], restored["opt_state"]
     batches.set_state(restored["data"])
     start_step = resume_step
