@@ -22,5 +22,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   config.stage = "ldm_freq_attn"
   config.trainable = ".*freq_attn.*"
   # All K frequencies per example: fewer examples per batch.
-  config.batch_size = {"tiny": 4, "paper": 16, "hires": 8}[config.variant]
+  config.batch_size = {"tiny": 4, "demo": 4, "paper": 16, "hires": 8}[config.variant]
+  if config.variant == "demo":
+    config.num_steps = 200
   return config

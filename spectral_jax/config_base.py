@@ -5,6 +5,10 @@ shape of a config and the variants' data and run lengths:
 
   tiny   trains on a laptop CPU in minutes, on synthetic scenes made on the fly
          (64x48 pixels, T=32 frames, K=8), needing no prepared data set;
+  demo   the default model that ships with the package (`tools/train_demo.sh`:
+         under an hour on a 2-core CPU): motion at 128x80 (T=150, K=16,
+         upsampled to the renderer's 256x160 by `animate`), on photo scenes
+         (``--config.data.synthetic.photos=DIR``);
   paper  256x160, K=16, a data set from `spectral-jax prepare`;
   hires  512x288 fine-tuning from a `paper` run (``--config.init_from=DIR``).
 """
@@ -19,7 +23,7 @@ import ml_collections
 
 from spectral_jax.checks import number
 
-VARIANTS = ("tiny", "paper", "hires")
+VARIANTS = ("tiny", "demo", "paper", "hires")
 
 
 def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
@@ -32,9 +36,10 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
   config.seed = 0
   config.num_steps = 1000
   config.batch_size = 8
-  config.log_every = 25 if tiny else 100
-  config.eval_every = 250 if tiny else 5000
-  config.checkpoint_every = 250 if tiny else 5000
+  small = variant in ("tiny", "demo")  # Trained on a CPU.
+  config.log_every = 25 if small else 100
+  config.eval_every = 250 if small else 5000
+  config.checkpoint_every = {"tiny": 250, "demo": 100}.get(variant, 5000)
   config.keep_checkpoints = 3
   # Multi-host runs call jax.distributed.initialize() first.
   config.distributed = False
@@ -50,10 +55,10 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
 
   config.optimizer = ml_collections.ConfigDict({
       "name": "adam", "learning_rate": 1e-4, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0,
-      "grad_clip": 1.0, "warmup_steps": 50 if tiny else 1000, "decay": "constant",
+      "grad_clip": 1.0, "warmup_steps": 50 if small else 1000, "decay": "constant",
       "decay_steps": 0})
 
-  size = {"tiny": (64, 48), "paper": (256, 160), "hires": (512, 288)}[variant]
+  size = {"tiny": (64, 48), "demo": (128, 80), "paper": (256, 160), "hires": (512, 288)}[variant]
   config.data = ml_collections.ConfigDict({
       # A prepared data set (`spectral-jax prepare`); empty: synthetic scenes.
       "dir": "",

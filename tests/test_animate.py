@@ -109,6 +109,27 @@ def test_frame_zero_is_the_picture_whatever_the_options(animator, photo):
     np.testing.assert_array_equal(frames[0], picture)
 
 
+def test_a_smaller_motion_model_samples_the_shrunk_picture_and_is_upsampled(animator, photo):
+  """The default model's motion model works at half its renderer's size:
+  the picture is shrunk for it, and its spectral volume upsampled with
+  displacements doubled. Bilinear 2x upsampling (replicated borders) keeps
+  each bin's spatial sum times 4, so its mean doubles exactly."""
+  import dataclasses
+  small, _ = pictures.fit_picture(pictures.read_picture(photo), WIDTH, HEIGHT)
+  # Constant 2x2 blocks: shrinking the large picture gives ``small`` exactly.
+  large = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)
+  doubled = dataclasses.replace(animator, width=2 * WIDTH, height=2 * HEIGHT)
+  expected = animator.spectral(small, seed=3)
+  upsampled = doubled.spectral(large, seed=3)
+  assert upsampled.shape == (K, 2 * HEIGHT, 2 * WIDTH, 2)
+  assert np.abs(expected).max() > 0.01
+  np.testing.assert_allclose(upsampled.mean(axis=(1, 2)), 2 * expected.mean(axis=(1, 2)),
+                             rtol=1e-4, atol=1e-6)
+  frames = doubled.render(large, doubled.texture(upsampled, np.arange(3, dtype=np.float32)))
+  assert frames.shape == (3, 2 * HEIGHT, 2 * WIDTH, 3)
+  np.testing.assert_array_equal(frames[0], large)
+
+
 def test_magnify_doubles_the_displacement_measured_on_the_frames(animator, scene):
   """Rendered frames of a known motion at magnification 1 and 2; optical
   flow from frame 0 to each measures the motion that shows."""

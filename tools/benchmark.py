@@ -4,6 +4,7 @@
   python tools/benchmark.py splat [--channels 64 --rounds 10] [--device auto]
   python tools/benchmark.py train [--variants tiny --steps 3] [--dtype float32 --device auto]
   python tools/benchmark.py animate [--variant tiny --frames 150 --steps 50,250] [--dtype --device]
+  python tools/benchmark.py animate --model default --steps 25
   python tools/benchmark.py render [--frames 150] [--dtype float32 --device auto]
 
 Every benchmark that runs JAX (all but ``data``) takes ``--device``:
@@ -49,6 +50,10 @@ loading what the first compiled. The models are trained for one step from
 ``--variant`` (``tiny`` widths by default, the size class of a model a CPU
 runs) at 256x160 with K=16 over T=150 frames: only the shapes matter for
 speed.
+
+With ``--model`` (``default``: the model that ships, docs/MODEL_CARD.md)
+those models are timed instead, in the dtype they were trained in, and the
+command runs with their default DDIM steps.
 
 ``render``: frames per second of the full renderer (`render_frames`,
 batches of 8) at 256x160 and 512x288 with the paper's network, and the peak
@@ -357,51 +362,62 @@ def _render_benchmark(args) -> None:
         f"included): {peak:.0f} MiB")
 
 
+def _train_one_step_models(workdir: Path, variant: str, dtype: str) -> None:
+  """The four stages at 256x160, K=16, T=150, trained one step in ``workdir``:
+  for timing, only their shapes matter."""
+  from spectral_jax.train import train
+  width, height = SIZE
+  shared = {"num_steps": 1, "log_every": 1, "eval_every": 0, "checkpoint_every": 1,
+            "batch_size": 2, "data.width": width, "data.height": height,
+            "data.num_freqs": 16, "data.synthetic.num_frames": CLIP_FRAMES,
+            "data.synthetic.stats_examples": 4, "eval.whiten_batches": 1, "dtype": dtype}
+  runs = {"vae": workdir / "vae", "ldm_pretrain": workdir / "ldm1",
+          "ldm_freq_attn": workdir / "ldm2", "renderer": workdir / "renderer"}
+  for stage, run in runs.items():
+    overrides = dict(shared)
+    if stage.startswith("ldm"):
+      overrides["vae_from"] = str(runs["vae"])
+    if stage == "ldm_freq_attn":
+      overrides["init_from"] = str(runs["ldm_pretrain"])
+    if stage == "renderer":
+      overrides["data.synthetic.num_render_frames"] = 1
+    train.run(_load_config(stage, variant, **overrides), run, progress=False)
+
+
 def _animate_benchmark(args) -> None:
   import skimage.data
 
   from spectral_jax.data.video import write_video
   from spectral_jax.inference import pictures
-  from spectral_jax.inference.animator import Animator, video_times
-  from spectral_jax.train import train
-  width, height = SIZE
+  from spectral_jax.inference.animator import DEFAULT_MODEL, Animator, video_times
   workdir = Path(tempfile.mkdtemp(prefix="bench_animate_"))
   try:
-    shared = {"num_steps": 1, "log_every": 1, "eval_every": 0, "checkpoint_every": 1,
-              "batch_size": 2, "data.width": width, "data.height": height,
-              "data.num_freqs": 16, "data.synthetic.num_frames": CLIP_FRAMES,
-              "data.synthetic.stats_examples": 4, "eval.whiten_batches": 1,
-              "dtype": args.dtype}
-    runs = {"vae": workdir / "vae", "ldm_pretrain": workdir / "ldm1",
-            "ldm_freq_attn": workdir / "ldm2", "renderer": workdir / "renderer"}
-    for stage, run in runs.items():
-      overrides = dict(shared)
-      if stage.startswith("ldm"):
-        overrides["vae_from"] = str(runs["vae"])
-      if stage == "ldm_freq_attn":
-        overrides["init_from"] = str(runs["ldm_pretrain"])
-      if stage == "renderer":
-        overrides["data.synthetic.num_render_frames"] = 1
-      train.run(_load_config(stage, args.variant, **overrides), run, progress=False)
+    if args.model:
+      models = DEFAULT_MODEL if args.model == "default" else Path(args.model)
+      what = f"the model in {models}"
+    else:
+      models = workdir
+      _train_one_step_models(workdir, args.variant, args.dtype)
+      what = f"{args.variant} widths at {SIZE[0]}x{SIZE[1]}, K=16, T={CLIP_FRAMES}, trained 1 step"
     # Every run computes in --dtype, and so do the models `animate` loads.
-    print(f"animate, {args.variant} widths at {width}x{height}, K=16, T={CLIP_FRAMES}, "
-          f"{args.frames} frames, {args.dtype} (seconds: first call with compilation / "
-          "compiled):")
+    print(f"animate, {what}, {args.frames} frames, {args.dtype} (seconds: first call with "
+          "compilation / compiled):")
 
     def timed(function):
       start = time.perf_counter()
       result = function()
       return result, time.perf_counter() - start
 
-    animator, load_s = timed(lambda: Animator.load(workdir))
+    animator, load_s = timed(lambda: Animator.load(models))
     print(f"  load models     {load_s:7.2f}")
-    picture, _ = pictures.fit_picture(skimage.data.chelsea(), width, height)
+    picture, _ = pictures.fit_picture(skimage.data.chelsea(), animator.width, animator.height)
     for steps in map(int, args.steps.split(",")):
       options = animator.motion.options(num_steps=steps)
       spectral, first = timed(lambda: animator.spectral(picture, 0, options))
       _, again = timed(lambda: animator.spectral(picture, 1, options))
       print(f"  sample {steps:3d} steps {first:7.2f} / {again:.2f} (guidance w = "
-            f"{options.guidance_scale:g}: {2 * steps} network evaluations on [1, 16, ...])")
+            f"{options.guidance_scale:g}: {2 * steps} network evaluations on "
+            f"[1, {animator.num_freqs}, ...])")
     texture, texture_s = timed(lambda: animator.texture(spectral, video_times(args.frames)))
     print(f"  motion texture  {texture_s:7.2f}")
     frames, first = timed(lambda: animator.render(picture, texture))
@@ -415,12 +431,15 @@ def _animate_benchmark(args) -> None:
     import imageio.v3 as iio
     iio.imwrite(photo, skimage.data.chelsea())
     env = dict(os.environ, SPECTRAL_JAX_CACHE_DIR=str(workdir / "cache"))
+    # The model's own default steps when it is given, else 50.
+    cli_steps = animator.motion.options().num_steps if args.model else 50
     for name in ("first process (compiles)", "second process (cache)"):
       command = ["spectral-jax", "animate", str(photo), "-o", str(workdir / "cli.mp4"),
-                 "--checkpoint", str(workdir), "--steps", "50", "--frames", str(args.frames)]
+                 "--checkpoint", str(models), "--steps", str(cli_steps),
+                 "--frames", str(args.frames)]
       start = time.perf_counter()
       subprocess.run(command, env=env, check=True, capture_output=True)
-      print(f"  spectral-jax animate, 50 steps, {name}: "
+      print(f"  spectral-jax animate, {cli_steps} steps, {name}: "
             f"{time.perf_counter() - start:.1f} s end to end", flush=True)
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
@@ -456,6 +475,8 @@ def main() -> None:
   animate = sections.add_parser("animate", parents=[with_dtype],
                                 help="spectral-jax animate, by phase")
   animate.add_argument("--variant", default="tiny", help="model widths: tiny or paper")
+  animate.add_argument("--model", help="time these models instead (an export or a folder of "
+                       "runs; 'default': the one that ships); their own dtype, default steps")
   animate.add_argument("--frames", type=int, default=CLIP_FRAMES)
   animate.add_argument("--steps", default="50,250", help="DDIM step counts to time")
   animate.set_defaults(run=_animate_benchmark)

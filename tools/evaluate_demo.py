@@ -1,0 +1,278 @@
+"""Measurements of the default model (docs/MODEL_CARD.md), printed.
+
+  python tools/evaluate_demo.py evaluations RUN
+  python tools/evaluate_demo.py held-out MODEL PHOTOS [--videos DIR]
+  python tools/evaluate_demo.py loops MODEL PHOTOS [--crops 4 --loop-frames 90]
+
+``evaluations``: the last evaluation a training run logged (on the test
+split of its training data), one line per metric.
+
+``held-out``: MODEL (an export or a folder of runs, as ``animate
+--checkpoint`` takes) on the photos in PHOTOS, which no stage trained on:
+
+* motion: each photo framed as `animate` frames it, its spectral volume
+  sampled with the model's default options (seed 0). Reported: the mean
+  motion amplitude ``sqrt(sum_{k>=1} |S_k|^2)`` (px) inside vegetation (the
+  training data's cue, `photo_scenes.vegetation_mask` > 0.5) and outside it
+  (< 0.5), pooled over the photos and per photo; the mean power
+  ``|S_k|^2`` per frequency bin; and, over the 150-frame video `animate`
+  renders, the LPIPS between consecutive frames (mean, and the worst pair):
+  holes or smears at motion boundaries would show as spikes.
+* renderer: photo scenes of the same photos (`photo_scenes.make_scene`,
+  seeds 0..SCENES-1) with their true frames and displacements: PSNR and
+  LPIPS of the renderer's frames, and of the picture forward-warped by the
+  same displacements (what an untrained renderer outputs), against the
+  true frames, every ``--frame-stride``-th frame.
+
+``--videos DIR`` keeps each photo's video and motion pictures (`--viz`) to
+look at.
+
+``loops``: `animate --loop` (motion self-guidance) on ``--crops`` random
+crops of each photo in PHOTOS, for a video of N = ``--loop-frames``
+frames: the loop-closure error (mean ``|D(N) - D(0)|`` px, and the mean
+grey-level difference between the rendered frame at time N, the one after
+the last, and frame 0) with and without self-guidance from the same seed,
+the sampling seconds of each, and how far guidance moves the sample (mean
+``|S_loop - S|`` over mean ``|S|``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+VEGETATION = 0.5  # `vegetation_mask` above this: inside; below 1 - this: outside.
+
+
+def print_evaluations(run: Path) -> None:
+  evaluations = [record for record in map(json.loads, (run / "metrics.jsonl").open())
+                 if any(name.startswith("eval/") for name in record)]
+  if not evaluations:
+    raise SystemExit(f"{run}: no evaluation logged")
+  last = evaluations[-1]
+  print(f"{run.name}: evaluation at step {last['step']} (test split of its training data)")
+  for name, value in sorted(last.items()):
+    if name.startswith("eval/"):
+      print(f"  {name[5:]:32s} {value:.6g}")
+
+
+def _lpips_function(vgg):
+  """Jitted ``lpips(pred, target)`` ``[B]`` of uint8 frames ``[B, H, W, 3]``
+  (VGG's weights are arguments, not constants baked into the program)."""
+  import jax
+  from flax import nnx
+
+  from spectral_jax.diffusion.motion import image_to_unit
+  from spectral_jax.render import metrics
+
+  graphdef, state = nnx.split(vgg)
+  compiled = jax.jit(lambda state, pred, target: metrics.lpips(
+      nnx.merge(graphdef, state), image_to_unit(pred), image_to_unit(target)))
+  return lambda pred, target: np.asarray(compiled(state, pred, target))
+
+
+def _motion(animator, photos, videos, lpips) -> None:
+
+  from spectral_jax.data import photo_scenes
+  from spectral_jax.data.video import write_video
+  from spectral_jax.inference import pictures
+  from spectral_jax.inference.animator import video_times
+  from spectral_jax.motion import viz
+
+  inside, outside, power = [], [], []
+  print(f"motion on {len(photos)} held-out photos ({animator.width}x{animator.height}, "
+        f"{animator.motion.options().num_steps} DDIM steps, guidance "
+        f"{animator.motion.options().guidance_scale:g}, seed 0):")
+  print(f"  {'photo':24s} {'vegetation':>10s} {'px inside':>9s} {'px outside':>10s} "
+        f"{'LPIPS consecutive mean / max':>29s}")
+  for path in photos:
+    picture, _ = pictures.fit_picture(pictures.read_picture(path), animator.width,
+                                      animator.height)
+    spectral = animator.spectral(picture, 0)
+    # Bin 0 is a constant offset that the motion texture removes: not motion.
+    amplitude = np.sqrt(np.sum(np.abs(spectral[1:])**2, axis=(0, 3)))  # [H, W] px.
+    mask = photo_scenes.vegetation_mask(picture)
+    inside.append(amplitude[mask > VEGETATION])
+    outside.append(amplitude[mask < 1 - VEGETATION])
+    power.append(np.mean(np.abs(spectral)**2, axis=(1, 2, 3)))  # [K] px^2.
+    texture = animator.texture(spectral, video_times(animator.num_frames))
+    frames = animator.render(picture, texture)
+    before, after = frames[:-1], frames[1:]
+    consecutive = np.concatenate([lpips(before[i:i + 16], after[i:i + 16])
+                                  for i in range(0, len(before), 16)])
+    print(f"  {path.stem:24s} {np.mean(mask > VEGETATION):9.1%} "
+          f"{_mean(inside[-1]):9.3f} {_mean(outside[-1]):10.3f} "
+          f"{consecutive.mean():14.5f} / {consecutive.max():.5f}", flush=True)
+    if videos:
+      write_video(videos / f"{path.stem}.mp4", frames, animator.fps)
+      viz.write_visualizations(videos / path.stem, image=picture,
+                               disp_px=animator.texture(spectral, np.arange(animator.num_frames)),
+                               spectral=spectral, fps=animator.fps)
+  pooled_in, pooled_out = np.concatenate(inside), np.concatenate(outside)
+  print(f"  pooled: mean amplitude {_mean(pooled_in):.3f} px inside vegetation "
+        f"({pooled_in.size} px), {_mean(pooled_out):.3f} px outside ({pooled_out.size} px): "
+        f"ratio {_mean(pooled_in) / _mean(pooled_out):.2f}")
+  power = np.mean(power, axis=0)
+  hertz = np.arange(len(power)) * animator.fps / animator.num_frames
+  print("  mean power |S_k|^2 per bin (px^2): " + ", ".join(
+      f"{f:.1f} Hz {p:.2e}" for f, p in zip(hertz, power)))
+  slope = np.polyfit(np.log(hertz[1:]), np.log(power[1:]), 1)[0]
+  falls = np.mean(np.diff(power[1:]) < 0)
+  print(f"  power against frequency (bins 1..{len(power) - 1}): log-log slope {slope:.2f}, "
+        f"{falls:.0%} of neighbouring bins fall")
+
+
+def _mean(values: np.ndarray) -> float:
+  return float(values.mean()) if values.size else float("nan")
+
+
+def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> None:
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from spectral_jax.data import photo_scenes
+  from spectral_jax.diffusion.motion import image_to_unit
+  from spectral_jax.render.frames import to_uint8
+  from spectral_jax.render.splat import motion_metric, softmax_splat
+
+  graphdef, state = nnx.split(animator.renderer.renderer)
+  scale = animator.renderer.metric_scale
+
+  @jax.jit
+  def candidates(state, picture, flow, metric):
+    """uint8 frames ``[N, H, W, 3]`` of the renderer and of forward warping."""
+    count = flow.shape[0]
+    pictures = jnp.broadcast_to(image_to_unit(picture), (count, *picture.shape))
+    metric = jnp.broadcast_to(metric, (count, *metric.shape))
+    return {"renderer": to_uint8(nnx.merge(graphdef, state)(pictures, flow, metric)),
+            "forward warping": to_uint8(softmax_splat(pictures, flow, metric))}
+
+  squared_errors = {"renderer": [], "forward warping": []}
+  lpips_values = {"renderer": [], "forward warping": []}
+  still = 0
+  for path in photos:
+    photo = photo_scenes.load_photo(path, animator.height, animator.width)
+    for seed in range(num_scenes):
+      scene = photo_scenes.make_scene(photo, seed, num_frames=animator.num_frames,
+                                      height=animator.height, width=animator.width,
+                                      num_freqs=animator.num_freqs, fps=animator.fps)
+      if not scene.disp_px.any():  # No vegetation: every method is exact.
+        still += 1
+        continue
+      # The metric of the whole clip's motion, as `animate` computes it.
+      metric = motion_metric(jnp.asarray(scene.disp_px), scale)
+      times = np.arange(1, animator.num_frames, frame_stride)
+      target = scene.frames[times]
+      for name, frame in candidates(state, scene.frames[0], scene.disp_px[times],
+                                    metric).items():
+        frame = np.asarray(frame)
+        error = image_to_unit(frame) - image_to_unit(target)
+        squared_errors[name].append(np.mean(np.asarray(error)**2, axis=(1, 2, 3)))
+        lpips_values[name].append(lpips(frame, target))
+  count = sum(map(len, squared_errors["renderer"]))
+  print(f"renderer on photo scenes of the held-out photos ({len(photos)} photos x "
+        f"{num_scenes} scenes, {still} of them still and skipped; {count} frames against "
+        "the true frames; PSNR of the mean squared error over all frames):")
+  for name in squared_errors:
+    mse = np.mean(np.concatenate(squared_errors[name]))
+    print(f"  {name:16s} PSNR {10 * np.log10(4.0 / mse):6.2f} dB   "
+          f"LPIPS {np.mean(np.concatenate(lpips_values[name])):.4f}")
+
+
+def loops(args) -> None:
+  import time
+
+  from spectral_jax.data import photo_scenes, synthetic
+  from spectral_jax.inference.animator import Animator
+  from spectral_jax.inference.loop import loop_closure_error
+
+  animator = Animator.load(args.model)
+  plain = animator.motion.options()
+  looped = animator.motion.options(loop_frames=args.loop_frames)
+  if not looped.loop_frames:
+    raise SystemExit(f"N = {args.loop_frames} is a multiple of T = {animator.num_frames}: "
+                     "every texture loops already")
+  rows = []
+  for path in photo_scenes.list_photos(args.photos):
+    photo = photo_scenes.load_photo(path, animator.height, animator.width)
+    for crop in range(args.crops):
+      picture = synthetic.random_crop(np.random.default_rng(crop), photo, animator.height,
+                                      animator.width)
+      row = {}
+      for name, options in (("plain", plain), ("loop", looped)):
+        animator.spectral(picture, 0, options)  # Compiled once per options.
+        start = time.perf_counter()
+        spectral = animator.spectral(picture, 0, options)
+        row[f"{name}_s"] = time.perf_counter() - start
+        row[name] = spectral
+        row[f"{name}_px"] = loop_closure_error(spectral, num_frames=animator.num_frames,
+                                               loop_frames=args.loop_frames)
+        first, after_last = animator.render(
+            picture, animator.texture(spectral, np.float32([0, args.loop_frames])))
+        row[f"{name}_grey"] = np.abs(after_last.astype(np.float32) - first).mean()
+      row["moved"] = np.abs(row["loop"] - row["plain"]).mean() / np.abs(row["plain"]).mean()
+      rows.append(row)
+      print(f"  {path.stem:22s} crop {crop}: closure {row['plain_px']:.4f} -> "
+            f"{row['loop_px']:.4f} px, {row['plain_grey']:.3f} -> {row['loop_grey']:.3f} grey "
+            f"levels; sampling {row['plain_s']:.1f} -> {row['loop_s']:.1f} s; sample moved "
+            f"{row['moved']:.1%}", flush=True)
+
+  def mean(key):
+    return float(np.mean([row[key] for row in rows]))
+
+  print(f"{len(rows)} held-out pictures, N = {args.loop_frames} frames of T = "
+        f"{animator.num_frames}, {plain.num_steps} DDIM steps, u = {looped.loop_weight:g}, "
+        f"{looped.recurrence_steps} self-recurrence iterations, seed 0:")
+  print(f"  closure error |D(N) - D(0)|: {mean('plain_px'):.4f} px without, "
+        f"{mean('loop_px'):.4f} px with --loop ({mean('plain_px') / mean('loop_px'):.1f}x lower)")
+  print(f"  frame after the last against the first: {mean('plain_grey'):.3f} grey levels "
+        f"without, {mean('loop_grey'):.3f} with ({mean('plain_grey') / mean('loop_grey'):.1f}x "
+        "lower)")
+  print(f"  sampling: {mean('plain_s'):.2f} s without, {mean('loop_s'):.2f} s with "
+        f"({mean('loop_s') / mean('plain_s'):.2f}x); the guided sample differs from the plain "
+        f"one by {mean('moved'):.1%} of its mean magnitude")
+
+
+def held_out(args) -> None:
+  from spectral_jax.data import photo_scenes
+  from spectral_jax.inference.animator import Animator
+  from spectral_jax.models.vgg16 import load_vgg16
+
+  photos = photo_scenes.list_photos(args.photos)
+  animator = Animator.load(args.model)
+  lpips = _lpips_function(load_vgg16())
+  if args.videos:
+    args.videos.mkdir(parents=True, exist_ok=True)
+  _motion(animator, photos, args.videos, lpips)
+  _renderer(animator, photos, lpips, args.scenes, args.frame_stride)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest="command", required=True)
+  evaluations = commands.add_parser("evaluations", help="a run's last logged evaluation")
+  evaluations.add_argument("run", type=Path)
+  measured = commands.add_parser("held-out", help="the model on photos it never saw")
+  measured.add_argument("model", type=Path, help="an export or a folder of runs")
+  measured.add_argument("photos", type=Path, help="a folder of held-out photos")
+  measured.add_argument("--videos", type=Path, help="keep the videos and motion pictures here")
+  measured.add_argument("--scenes", type=int, default=2, help="photo scenes per photo")
+  measured.add_argument("--frame-stride", type=int, default=10,
+                        help="score every n-th frame of a scene")
+  looping = commands.add_parser("loops", help="loop self-guidance on held-out pictures")
+  looping.add_argument("model", type=Path, help="an export or a folder of runs")
+  looping.add_argument("photos", type=Path, help="a folder of held-out photos")
+  looping.add_argument("--crops", type=int, default=4, help="random crops per photo")
+  looping.add_argument("--loop-frames", type=int, default=90, help="N, the video's frames")
+  args = parser.parse_args()
+  {"evaluations": lambda: print_evaluations(args.run), "held-out": lambda: held_out(args),
+   "loops": lambda: loops(args)}[args.command]()
+
+
+if __name__ == "__main__":
+  main()
