@@ -1,6 +1,17 @@
-"""Softmax splatting against closed forms and a NumPy float64 loop."""
+"""Softmax splatting against closed forms and a NumPy float64 loop.
 
+Also a script: ``python tests/test_splat.py`` (run with 8 fake CPU devices by
+`test_batch_sharded_splat_and_renderer_have_no_collectives`) compiles the
+splat and a tiny renderer with the batch split over all devices and prints
+the collectives in each compiled program as JSON.
+"""
+
+import json
 import math
+import os
+import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -179,9 +190,10 @@ def test_gradients_match_finite_differences(mode):
 
 def test_blocks_batching_and_eager_agree():
   features, flow, metric = _random_inputs(7)
-  whole = softmax_splat(features, flow, metric, block_rows=14)
-  # 14 rows in blocks of 3 and 5: the last block overlaps the one before.
-  for block_rows in (1, 3, 5):
+  whole = softmax_splat(features, flow, metric, block_rows=7)  # An image's 7 rows at once.
+  # In blocks of 3 and 5: the last block overlaps the one before. More rows
+  # than an image has are its rows at once.
+  for block_rows in (1, 3, 5, 14):
     np.testing.assert_allclose(softmax_splat(features, flow, metric, block_rows=block_rows),
                                whole, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(splat.softmax_splat(features, flow, metric), whole, rtol=1e-6,
@@ -225,3 +237,77 @@ def test_motion_metric_is_scaled_mean_norm_with_finite_gradient():
   np.testing.assert_allclose(motion_metric(motion[1], 2.5), expected[1], rtol=1e-6)
   grad = jax.grad(lambda m: motion_metric(m, 2.5).sum())(motion)
   assert np.isfinite(grad).all() and not grad[:, 0].any()
+
+
+COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
+
+
+def _collectives_in_sharded_programs() -> dict:
+  """With the batch split over a 1-D ``data`` mesh of every device: the
+  collectives in the compiled HLO of splatting (its 3 modes and the
+  gradient of the softmax one) and of a tiny renderer's forward and
+  gradient with respect to its inputs. Parameter gradients are left out:
+  data-parallel training all-reduces them whatever the splat does."""
+  from flax import nnx
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+  from spectral_jax.models.renderer import Renderer
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  batch_split = NamedSharding(mesh, PartitionSpec("data"))
+  batch, height, width = jax.device_count(), 12, 10
+  rng = np.random.default_rng(11)
+
+  def sharded(*shape):
+    return jax.device_put(rng.normal(size=(batch,) + shape).astype(np.float32), batch_split)
+
+  def splat_and_gradient(features, flow, metric, cotangent):
+    # Blocks of 5 of the 12 rows: the CPU loop, last block overlapping.
+    out, vjp = jax.vjp(lambda *a: splat.softmax_splat(*a, block_rows=5), features, flow, metric)
+    return (out, vjp(cotangent), splat.softmax_splat(features, flow, metric, mode="average"),
+            splat.softmax_splat(features, flow, mode="sum"), splat.softmax_splat(features, flow))
+
+  renderer = Renderer(channels=(4, 8), depths=(1, 1), style_dim=8, norm_groups=4,
+                      rngs=nnx.Rngs(0))
+  graph, params = nnx.split(renderer)
+
+  def render_and_gradient(params, image, flow, metric, cotangent):
+    out, vjp = jax.vjp(lambda *a: nnx.merge(graph, params)(*a), image, flow, metric)
+    return out, vjp(cotangent)
+
+  features, flow = sharded(height, width, 3), sharded(height, width, 2)
+  metric = jnp.abs(sharded(height, width, 1))  # "average" wants metrics >= 0.
+  programs = {
+      "splat": jax.jit(splat_and_gradient, out_shardings=batch_split).lower(
+          features, flow, metric, sharded(height, width, 3)),
+      "renderer": jax.jit(render_and_gradient, out_shardings=batch_split).lower(
+          jax.device_put(params, NamedSharding(mesh, PartitionSpec())), sharded(height, width, 3),
+          flow, metric, sharded(height, width, 3)),
+  }
+  found = {}
+  for name, lowered in programs.items():
+    hlo = lowered.compile().as_text()
+    # Op: how many instructions (e.g. ``all-gather(`` or ``all-gather-start(``).
+    found[name] = {op: len(re.findall(rf"\b{op}(?:-start)?\(", hlo)) for op in COLLECTIVES
+                   if op in hlo}
+  return found
+
+
+def test_batch_sharded_splat_and_renderer_have_no_collectives():
+  """Every image is splatted on its own: with the batch split over 8 devices
+  no device needs another's scatter updates or weight sums (splatting over
+  one flat B * H * W index space all-gathered the updates)."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      " --xla_force_host_platform_device_count=8").strip()
+  # The fake devices are CPU devices: pinned there on a machine with a GPU.
+  env["JAX_PLATFORMS"] = "cpu"
+  done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-3000:]
+  lines = done.stdout.splitlines()
+  assert "devices=8" in lines
+  assert json.loads(lines[-1]) == {"splat": {}, "renderer": {}}
+
+
+if __name__ == "__main__":
+  print(f"devices={jax.device_count()}")
+  print(json.dumps(_collectives_in_sharded_programs()))

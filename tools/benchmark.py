@@ -1,7 +1,7 @@
 """Benchmarks that print their numbers (never part of the test suite).
 
   python tools/benchmark.py data [--videos 2 --video-frames 300 --workers 2]
-  python tools/benchmark.py splat [--channels 64 --rounds 10] [--device auto]
+  python tools/benchmark.py splat [--channels 64 --rounds 10 --fake-devices 1,8] [--device auto]
   python tools/benchmark.py train [--variants tiny --steps 3] [--dtype float32 --device auto]
   python tools/benchmark.py animate [--variant tiny --frames 150 --steps 50,250] [--dtype --device]
   python tools/benchmark.py animate --model default --steps 25
@@ -27,8 +27,15 @@ per-stage breakdown on one 150-frame clip, and the peak memory (RSS) of
 (one ``index_add_`` per bilinear corner) written here, on a smooth flow with
 collisions and targets outside the image; prints the speed-up and the largest
 difference relative to the largest output (fails above 1e-4). Both run
-with the threads JAX uses. Needs ``pip install torch==2.13.0`` (never a
-project dependency).
+with the threads JAX uses. The reference needs ``pip install torch==2.13.0``
+(never a project dependency); without it JAX is timed alone. Then, with
+``--fake-devices 1,8`` (default), examples/s of two steps with the batch (8
+at 128x80) split over N fake CPU devices, one process per N: the splat's
+forward and backward (C=64), and a training step of the ``tiny`` renderer
+(L1 loss, parameter gradients); with the collectives in each compiled step
+(the renderer's parameter gradients are all-reduced, the splat needs none).
+The N devices share the same cores: the ratio to 1 device shows what the
+split costs, not a speed-up.
 
 ``train``: training examples per second of every stage (vae, ldm_pretrain,
 ldm_freq_attn, renderer) at the ``tiny`` and ``paper`` shapes, each run for a
@@ -225,13 +232,17 @@ def _splat_benchmark(args) -> None:
   try:
     import torch
   except ImportError:
-    raise SystemExit("the splat benchmark compares with PyTorch: pip install torch==2.13.0")
+    torch = None
   import jax
 
   from spectral_jax.render.splat import softmax_splat
   # XLA:CPU sizes its thread pool by the CPUs this process may run on.
   threads = len(os.sched_getaffinity(0))
-  torch.set_num_threads(threads)
+  if torch is None:
+    print("PyTorch is not installed (pip install torch==2.13.0): softmax_splat is timed "
+          "alone, without the reference")
+  else:
+    torch.set_num_threads(threads)
   splat = jax.jit(softmax_splat)
   print(f"softmax_splat, C={args.channels}, B=1, {threads} threads, best of {args.rounds}:")
   for width, height in (SIZE, (512, 288)):
@@ -244,9 +255,10 @@ def _splat_benchmark(args) -> None:
     flow = flow[None].astype(np.float32)
     metric = np.linalg.norm(flow, axis=-1, keepdims=True)
     jax_args = [jax.device_put(a) for a in (features, flow, metric)]
-    torch_args = [torch.from_numpy(a) for a in (features, flow, metric)]
-    runs = {"jax": lambda: splat(*jax_args).block_until_ready(),
-            "torch": lambda: _torch_softmax_splat(torch, *torch_args)}
+    runs = {"jax": lambda: splat(*jax_args).block_until_ready()}
+    if torch is not None:
+      torch_args = [torch.from_numpy(a) for a in (features, flow, metric)]
+      runs["torch"] = lambda: _torch_softmax_splat(torch, *torch_args)
     best = {name: float("inf") for name in runs}
     for run in runs.values():
       run()
@@ -256,13 +268,103 @@ def _splat_benchmark(args) -> None:
         start = time.perf_counter()
         run()
         best[name] = min(best[name], time.perf_counter() - start)
-    reference = runs["torch"]().numpy()
-    error = np.abs(np.asarray(runs["jax"]()) - reference).max() / np.abs(reference).max()
-    print(f"  {width}x{height}: jax {best['jax'] * 1e3:7.1f} ms   torch index_add_ "
-          f"{best['torch'] * 1e3:7.1f} ms   speed-up {best['torch'] / best['jax']:4.1f}x   "
-          f"max relative difference {error:.1e}")
-    if error > 1e-4:
-      raise SystemExit(f"softmax_splat and the PyTorch reference disagree at {width}x{height}")
+    line = f"  {width}x{height}: jax {best['jax'] * 1e3:7.1f} ms"
+    if torch is not None:
+      reference = runs["torch"]().numpy()
+      error = np.abs(np.asarray(runs["jax"]()) - reference).max() / np.abs(reference).max()
+      line += (f"   torch index_add_ {best['torch'] * 1e3:7.1f} ms   speed-up "
+               f"{best['torch'] / best['jax']:4.1f}x   max relative difference {error:.1e}")
+      if error > 1e-4:
+        raise SystemExit(f"softmax_splat and the PyTorch reference disagree at {width}x{height}")
+    print(line, flush=True)
+  if args.fake_devices:
+    _splat_fake_devices(args)
+
+
+# The renderer steps that `splat --fake-devices` times: width x height, batch.
+SPLAT_STEP_SIZE = (128, 80)
+SPLAT_STEP_BATCH = 8
+
+
+def _splat_fake_devices(args) -> None:
+  """Examples/s of batch-split renderer steps on N fake CPU devices, one
+  process per N (the device count is fixed when JAX starts)."""
+  width, height = SPLAT_STEP_SIZE
+  print(f"\nbatch-split steps, batch {SPLAT_STEP_BATCH} at {width}x{height}, on N fake CPU "
+        f"devices sharing {len(os.sched_getaffinity(0))} threads (examples/s; collectives "
+        "in the compiled step):")
+  probe = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+           "import benchmark; benchmark._time_split_steps()")
+  rates = {}
+  for count in map(int, args.fake_devices.split(",")):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        f" --xla_force_host_platform_device_count={count}").strip()
+    done = subprocess.run([sys.executable, "-c", probe], env=env, check=True,
+                          capture_output=True, text=True)
+    rates[count] = json.loads(done.stdout.splitlines()[-1])
+    for name, (rate, collectives) in rates[count].items():
+      ratio = f"   {rate / rates[1][name][0]:4.2f}x of 1 device" if 1 in rates else ""
+      print(f"  N={count}: {name:28s} {rate:7.1f} examples/s{ratio}   "
+            f"{', '.join(f'{op} x{n}' for op, n in collectives.items()) or 'none'}", flush=True)
+
+
+def _time_split_steps() -> None:
+  """In a process with N (fake) devices: prints, as JSON, examples/s and the
+  compiled collectives of softmax_splat's forward and backward and of a
+  tiny renderer's training step (L1 loss, parameter gradients), the batch
+  split over a 1-D mesh of the N devices."""
+  import re
+
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+  from spectral_jax.models.renderer import Renderer
+  from spectral_jax.render.splat import motion_metric, softmax_splat
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  split = NamedSharding(mesh, PartitionSpec("data"))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  width, height = SPLAT_STEP_SIZE
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[:height, :width] / np.float32([[[height]], [[width]]])
+  phase = rng.uniform(0, 1, (SPLAT_STEP_BATCH, 1, 1))
+  # Smooth waves of up to 8 px, different in every example.
+  flow = np.stack([8 * np.sin(2 * np.pi * (x + 2 * y + phase)),
+                   4 * np.cos(6 * np.pi * (x + phase))], -1).astype(np.float32)
+  metric = np.asarray(motion_metric(flow[:, None], 1.0))
+  image = rng.uniform(-1, 1, (SPLAT_STEP_BATCH, height, width, 3)).astype(np.float32)
+  features = rng.normal(size=(SPLAT_STEP_BATCH, height, width, 64)).astype(np.float32)
+  image, target, features, flow, metric = (jax.device_put(a, split) for a in (
+      image, np.roll(image, 2, axis=2), features, flow, metric))
+
+  def splat_step(features, flow, metric):
+    out, vjp = jax.vjp(softmax_splat, features, flow, metric)
+    return vjp(out)  # The gradient of sum(out ** 2) / 2.
+
+  # The tiny renderer's widths (configs/renderer.py).
+  renderer = Renderer(channels=(16, 32, 64, 64), depths=(1, 1, 1, 1), style_dim=64,
+                      norm_groups=8, rngs=nnx.Rngs(0))
+  graph, params = nnx.split(renderer)
+  params = jax.device_put(params, replicated)
+
+  def renderer_step(params, image, target, flow, metric):
+    def loss(params):
+      return jnp.mean(jnp.abs(nnx.merge(graph, params)(image, flow, metric) - target))
+    return jax.value_and_grad(loss)(params)
+
+  steps = {"softmax_splat fwd+bwd C=64": (splat_step, (features, flow, metric)),
+           "tiny renderer training step": (renderer_step, (params, image, target, flow, metric))}
+  results = {}
+  for name, (step, step_args) in steps.items():
+    compiled = jax.jit(step).lower(*step_args).compile()
+    hlo = compiled.as_text()
+    collectives = {op: len(re.findall(rf"\b{op}(?:-start)?\(", hlo)) for op in (
+        "all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")}
+    seconds = _rate(lambda: jax.block_until_ready(compiled(*step_args)), 3)
+    results[name] = (SPLAT_STEP_BATCH / seconds, {op: n for op, n in collectives.items() if n})
+  print(json.dumps(results))
 
 
 def _load_config(stage: str, variant: str, **overrides):
@@ -465,6 +567,9 @@ def main() -> None:
   splat.add_argument("--channels", type=int, default=64)
   splat.add_argument("--rounds", type=int, default=10,
                      help="timed calls of each implementation, interleaved; best counts")
+  splat.add_argument("--fake-devices", default="1,8",
+                     help="comma-separated device counts N: examples/s of batch-split splat and "
+                     "tiny renderer steps on N fake CPU devices ('' skips)")
   splat.set_defaults(run=_splat_benchmark)
   train = sections.add_parser("train", parents=[with_dtype],
                               help="training examples/s per stage; DDIM sampling")

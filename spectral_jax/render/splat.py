@@ -25,20 +25,27 @@ inside float32.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 MAX_METRIC = 30.0
 MODES = ("softmax", "average", "sum")
-# Source pixels per scatter step on CPU: the step's [4 * pixels, C] updates
-# stay in cache instead of a fresh [4 * B * H * W, C] buffer per call, whose
-# page faults cost more than the scatter itself.
+# Source pixels per scatter step on CPU (all images of the batch together):
+# the step's [4 * pixels, C] updates stay in cache instead of a fresh
+# [4 * B * H * W, C] buffer per call, whose page faults cost more than the
+# scatter itself.
 _CPU_BLOCK_PIXELS = 4096
 
 
 def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: float = 1e-7,
                   max_metric: float = MAX_METRIC, block_rows: int | None = None):
   """Forward-warps ``features`` by ``flow``; collisions resolved by ``metric``.
+
+  Every image is splatted on its own (`jax.vmap` over the batch), so with the
+  batch split over devices each device splats its own images and the
+  compiled step has no collective in it.
 
   Args:
     features: ``[B, H, W, C]`` float source features.
@@ -50,9 +57,9 @@ def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: fl
     eps: added to the weight sums of the normalised modes, so pixels that
       nothing reached come out 0.
     max_metric: softmax metrics are clipped to it so ``exp`` stays finite.
-    block_rows: source rows (over the flattened ``B * H``) scattered per loop
-      step; None picks about 4096 pixels per step on CPU and one step on
-      accelerators, where a single large scatter runs in parallel.
+    block_rows: source rows of every image scattered per loop step; None
+      picks about 4096 pixels per step (over the whole batch) on CPU and one
+      step on accelerators, where a single large scatter runs in parallel.
   Returns:
     ``[B, H, W, C]`` splatted features, dtype of ``features``. Differentiable
     with respect to ``features``, ``flow`` and ``metric``.
@@ -64,7 +71,7 @@ def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: fl
                      f"{features.shape} and {flow.shape}")
   if metric is not None and metric.shape != features.shape[:3] + (1,):
     raise ValueError(f"metric must be {features.shape[:3] + (1,)}, got {metric.shape}")
-  batch, height, width, channels = features.shape
+  batch, height, width, _ = features.shape
   dtype = jnp.result_type(features.dtype, jnp.float32)
 
   valid = jnp.all(jnp.isfinite(flow), axis=-1)  # [B, H, W]
@@ -78,34 +85,57 @@ def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: fl
     weight = metric[..., 0].astype(dtype)
   weight = jnp.where(valid, weight, 0)
 
-  index, corner_weight = _bilinear_corners(flow, weight)  # [4, B * H, W] each
-  if mode != "sum":
+  if block_rows is None:
+    block_rows = (max(1, _CPU_BLOCK_PIXELS // (batch * width)) if jax.default_backend() == "cpu"
+                  else height)
+  splat_image = functools.partial(_splat_image, normalise=mode != "sum", eps=eps,
+                                  block_rows=min(block_rows, height))
+  # Per image, not over one index space of B * H * W pixels: XLA cannot see
+  # that flat indices never cross from one image into another, and with the
+  # batch sharded it all-gathered every device's scatter updates and
+  # all-reduced the weight sums.
+  out = jax.vmap(splat_image)(features, flow, weight)
+  return out.astype(features.dtype)
+
+
+def _splat_image(features, flow, weight, *, normalise: bool, eps: float, block_rows: int):
+  """`softmax_splat` of one image.
+
+  Args:
+    features: ``[H, W, C]`` source features.
+    flow: ``[H, W, 2]`` finite displacement in pixels.
+    weight: ``[H, W]`` weight of every source (0 drops it).
+    normalise: divide by the weight sums (``"softmax"``, ``"average"``).
+    eps: added to the weight sums.
+    block_rows: source rows per scatter step, ``1 <= block_rows <= H``.
+  Returns:
+    ``[H, W, C]`` splatted features, dtype of ``weight``.
+  """
+  height, width, channels = features.shape
+  index, corner_weight = _bilinear_corners(flow, weight)  # [4, H, W] each
+  if normalise:
     # Normalising each contribution by the total at its target before the
-    # scatter makes the scatter's accumulator the result: no [B, H, W, C]
+    # scatter makes the scatter's accumulator the result: no [H, W, C]
     # division pass after it and no second buffer of that size.
     # The spare last slot takes the (zero) weights of targets outside.
-    total = jnp.zeros(batch * height * width + 1, dtype).at[index].add(corner_weight)
+    total = jnp.zeros(height * width + 1, weight.dtype).at[index].add(corner_weight)
     corner_weight = corner_weight / (total[index] + eps)
-  rows = features.reshape(batch * height, width, channels)
-  if block_rows is None:
-    block_rows = (max(1, _CPU_BLOCK_PIXELS // width) if jax.default_backend() == "cpu"
-                  else batch * height)
-  out = _scatter_rows(rows, index, corner_weight, min(block_rows, batch * height))
-  return out.reshape(batch, height, width, channels).astype(features.dtype)
+  out = _scatter_rows(features, index, corner_weight, block_rows)
+  return out.reshape(height, width, channels)
 
 
 def _bilinear_corners(flow, weight):
-  """Targets and weights of the 4 bilinear corners of every source.
+  """Targets and weights of the 4 bilinear corners of every source of one image.
 
   Args:
-    flow: ``[B, H, W, 2]`` finite displacement in pixels.
-    weight: ``[B, H, W]`` weight of every source (0 drops it).
+    flow: ``[H, W, 2]`` finite displacement in pixels.
+    weight: ``[H, W]`` weight of every source (0 drops it).
   Returns:
-    ``index`` int32 ``[4, B * H, W]``: flat target pixel ``(b * H + y) * W + x``,
-    or ``B * H * W`` for targets outside the image; ``corner_weight``
-    ``[4, B * H, W]``: the source weight times the bilinear weight, 0 outside.
+    ``index`` int32 ``[4, H, W]``: flat target pixel ``y * W + x``, or
+    ``H * W`` for targets outside the image; ``corner_weight`` ``[4, H, W]``:
+    the source weight times the bilinear weight, 0 outside.
   """
-  batch, height, width, _ = flow.shape
+  height, width, _ = flow.shape
   grid_y, grid_x = jnp.meshgrid(jnp.arange(height, dtype=flow.dtype),
                                 jnp.arange(width, dtype=flow.dtype), indexing="ij")
   # Any point farther than one pixel outside the image reaches no pixel;
@@ -115,29 +145,27 @@ def _bilinear_corners(flow, weight):
   left, top = jnp.floor(target_x), jnp.floor(target_y)
   frac_x, frac_y = target_x - left, target_y - top
   left, top = left.astype(jnp.int32), top.astype(jnp.int32)
-  image_start = jnp.arange(batch, dtype=jnp.int32)[:, None, None] * (height * width)
   indices, weights = [], []
   for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
     x, y = left + dx, top + dy
     inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-    indices.append(jnp.where(inside, image_start + y * width + x, batch * height * width))
+    indices.append(jnp.where(inside, y * width + x, height * width))
     bilinear = (frac_x if dx else 1 - frac_x) * (frac_y if dy else 1 - frac_y)
     # Zero outside, so that the sum in the spare slot and its gradient stay 0.
     weights.append(jnp.where(inside, weight * bilinear, 0))
-  shape = (4, batch * height, width)
-  return jnp.stack(indices).reshape(shape), jnp.stack(weights).reshape(shape)
+  return jnp.stack(indices), jnp.stack(weights)
 
 
 def _scatter_rows(rows, index, corner_weight, block_rows: int):
   """``out[index] += corner_weight * rows`` over the 4 corners, in blocks of rows.
 
   Args:
-    rows: ``[R, W, C]`` source features, ``R = B * H``.
-    index: int32 ``[4, R, W]`` flat targets; ``R * W`` (outside) is dropped.
-    corner_weight: ``[4, R, W]`` weight of every contribution.
-    block_rows: source rows per loop step, ``1 <= block_rows <= R``.
+    rows: ``[H, W, C]`` source features of one image.
+    index: int32 ``[4, H, W]`` flat targets; ``H * W`` (outside) is dropped.
+    corner_weight: ``[4, H, W]`` weight of every contribution.
+    block_rows: source rows per loop step, ``1 <= block_rows <= H``.
   Returns:
-    ``[R * W, C]`` sums, dtype of ``corner_weight``.
+    ``[H * W, C]`` sums, dtype of ``corner_weight``.
   """
   num_rows, width, channels = rows.shape
 
@@ -150,7 +178,13 @@ def _scatter_rows(rows, index, corner_weight, block_rows: int):
     weight = jax.lax.dynamic_slice_in_dim(corner_weight, start, block_rows, axis=1)
     weight = jnp.where(new[:, None], weight, 0)
     target = jax.lax.dynamic_slice_in_dim(index, start, block_rows, axis=1)
-    updates = weight[..., None] * block[None].astype(weight.dtype)  # [4, rows, W, C]
+    # [4, rows, W, C], as a dot_general rather than a broadcast multiply:
+    # its transposes (the gradients) are then dot_generals too, which XLA:CPU
+    # runs several times faster than the reductions a multiply transposes
+    # to, once vmap adds an axis of one image (B = 1, or one per device).
+    # HIGHEST: no TF32 rounding of the features on GPUs.
+    updates = jnp.einsum("krw,rwc->krwc", weight, block.astype(weight.dtype),
+                         precision=jax.lax.Precision.HIGHEST)
     return out.at[target.reshape(-1)].add(updates.reshape(-1, channels), mode="drop")
 
   num_steps = -(-num_rows // block_rows)
