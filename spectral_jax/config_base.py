@@ -5,9 +5,9 @@ shape of a config and the variants' data and run lengths:
 
   tiny   trains on a laptop CPU in minutes, on synthetic scenes made on the fly
          (64x48 pixels, T=32 frames, K=8), needing no prepared data set;
-  demo   the default model that ships with the package (`tools/train_demo.sh`:
-         under an hour on a 2-core CPU): motion at 128x80 (T=150, K=16,
-         upsampled to the renderer's 256x160 by `animate`), on photo scenes
+  demo   sized for a default model trained on a 2-core CPU in under an hour
+         (`tools/train_demo.sh`): motion at 128x80 (T=150, K=16, upsampled
+         to the renderer's 256x160 by `animate`), on photo scenes
          (``--config.data.synthetic.photos=DIR``);
   paper  256x160, K=16, a data set from `spectral-jax prepare`;
   hires  512x288 fine-tuning from a `paper` run (``--config.init_from=DIR``).

@@ -58,7 +58,7 @@ loading what the first compiled. The models are trained for one step from
 runs) at 256x160 with K=16 over T=150 frames: only the shapes matter for
 speed.
 
-With ``--model`` (``default``: the model that ships, docs/MODEL_CARD.md)
+With ``--model`` (``default``: the one in ``spectral_jax/default_model/``)
 those models are timed instead, in the dtype they were trained in, and the
 command runs with their default DDIM steps.
 

@@ -1,4 +1,4 @@
-"""Measurements of the default model (docs/MODEL_CARD.md), printed.
+"""Measurements of a `demo` model (tools/train_demo.sh), printed.
 
   python tools/evaluate_demo.py evaluations RUN
   python tools/evaluate_demo.py held-out MODEL PHOTOS [--videos DIR]

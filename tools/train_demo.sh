@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Trains the default model that ships with the package (docs/MODEL_CARD.md)
-# from scratch, with fixed seeds, and exports it:
+# Trains the `demo` model (configs/*.py:demo), the candidate for a default
+# model that ships with the package, from scratch with fixed seeds, and
+# exports it:
 #
 #   tools/train_demo.sh WORKDIR
 #
@@ -12,7 +13,8 @@
 #    each stage's evaluation on the test split of its training photos.
 # 3. Measures the model on the held-out photos (tools/evaluate_demo.py).
 # 4. Exports it as float16 to WORKDIR/export (`spectral-jax export`); copy
-#    that folder to spectral_jax/default_model/ to ship it.
+#    that folder to spectral_jax/default_model/ to ship it (`animate`
+#    uses it when no --checkpoint is given).
 #
 # Every stage resumes where it stopped: run the same command again after an
 # interruption. About 55 minutes on a 2-core CPU; on an accelerator the same

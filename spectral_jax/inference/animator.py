@@ -133,8 +133,8 @@ class Animator:
                          metric_scale=self.renderer.metric_scale, progress=progress)
 
 
-# The default model (docs/MODEL_CARD.md): an export (`export.write`) that
-# ships inside the package, made by tools/train_demo.sh.
+# Where the default model goes: an export (`export.write`) inside the package,
+# made by tools/train_demo.sh (none ships yet).
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "default_model"
 
 
@@ -150,6 +150,5 @@ def resolve_checkpoint(checkpoint) -> Path:
   if export.is_export(DEFAULT_MODEL):
     return DEFAULT_MODEL
   raise FileNotFoundError(
-      f"no --checkpoint given and the default model is missing from {DEFAULT_MODEL} (an "
-      "installation without package data?): reinstall the package, or train the stages "
+      f"no --checkpoint given and no default model in {DEFAULT_MODEL}: train the stages "
       "(README, Training) and pass --checkpoint DIR, the directory of the runs or an export")
