@@ -1,7 +1,7 @@
 """Measurements of a `demo` model (tools/train_demo.sh), printed.
 
   python tools/evaluate_demo.py evaluations RUN
-  python tools/evaluate_demo.py held-out MODEL PHOTOS [--videos DIR]
+  python tools/evaluate_demo.py held-out MODEL PHOTOS [--videos DIR] [--renderer-only]
   python tools/evaluate_demo.py loops MODEL PHOTOS [--crops 4 --loop-frames 90]
 
 ``evaluations``: the last evaluation a training run logged (on the test
@@ -243,11 +243,12 @@ def held_out(args) -> None:
   from spectral_jax.models.vgg16 import load_vgg16
 
   photos = photo_scenes.list_photos(args.photos)
-  animator = Animator.load(args.model)
+  animator = Animator.load(args.model, with_motion=not args.renderer_only)
   lpips = _lpips_function(load_vgg16())
   if args.videos:
     args.videos.mkdir(parents=True, exist_ok=True)
-  _motion(animator, photos, args.videos, lpips)
+  if not args.renderer_only:
+    _motion(animator, photos, args.videos, lpips)
   _renderer(animator, photos, lpips, args.scenes, args.frame_stride)
 
 
@@ -264,6 +265,8 @@ def main() -> None:
   measured.add_argument("--scenes", type=int, default=2, help="photo scenes per photo")
   measured.add_argument("--frame-stride", type=int, default=10,
                         help="score every n-th frame of a scene")
+  measured.add_argument("--renderer-only", action="store_true",
+                        help="measure the renderer alone (MODEL needs no motion run)")
   looping = commands.add_parser("loops", help="loop self-guidance on held-out pictures")
   looping.add_argument("model", type=Path, help="an export or a folder of runs")
   looping.add_argument("photos", type=Path, help="a folder of held-out photos")

@@ -17,10 +17,14 @@ checkpointed.
 
 from __future__ import annotations
 
+import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +35,7 @@ import tqdm
 from flax import nnx
 
 from spectral_jax import checkpoint, config_base, sharding
+from spectral_jax.atomic import atomic_output
 from spectral_jax.models import functional
 from spectral_jax.train import stages
 from spectral_jax.train.metrics import MetricWriter
@@ -73,10 +78,52 @@ def make_train_step(graphdef, task, tx: optax.GradientTransformation, labels,
   return train_step
 
 
+# The metrics of the steps since the last logged one, at the newest save:
+# a run resumed from a step that was not logged logs the same means as a
+# run that was never stopped.
+WINDOW_FILE = "log_window.json"
+
+
+class _Sigterm:
+  """SIGTERM as a preemption notice in a single-process run: noted here, and
+  the loop saves and stops at the step it is at. (Multi-process runs get
+  theirs from JAX's preemption sync manager, through
+  ``reached_preemption``, which in a single process never fires.) The
+  previous handler is back on exit."""
+
+  def __init__(self, enabled: bool):
+    self.received = False
+    # Python sets handlers from the main thread only.
+    self._enabled = enabled and threading.current_thread() is threading.main_thread()
+    self._previous = None
+
+  def __enter__(self) -> Self:
+    if self._enabled:
+      self._previous = signal.signal(signal.SIGTERM, self._note)
+    return self
+
+  def _note(self, signum, frame) -> None:
+    del signum, frame
+    self.received = True
+
+  def __exit__(self, *exc) -> None:
+    if self._enabled:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
 def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) -> list[dict]:
   """Trains ``config`` in ``workdir`` (resuming what is there); returns the
-  logged records of this invocation."""
+  logged records of this invocation.
+
+  A preemption notice (SIGTERM in a single-process run) saves the step
+  being trained and returns; the same call again resumes there."""
   config_base.check_config(config)  # Before anything is created.
+  with _Sigterm(enabled=not config.get("distributed", False)) as sigterm:
+    return _run(config, workdir, progress, sigterm)
+
+
+def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
+         sigterm: _Sigterm) -> list[dict]:
   workdir = Path(workdir).absolute()
   config = config_base.absolute_paths(config)
   if config.get("distributed", False):
@@ -149,7 +196,10 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
 
   writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
   base_rng = jax.random.key(config.seed)
-  records, pending = [], []
+  records = []
+  # (step, metrics) since the last logged step; a resumed run's first are
+  # the saved ones of the steps before it resumed.
+  pending = _load_window(workdir, start_step) if is_main else []
   bar = tqdm.tqdm(total=config.num_steps, initial=start_step, unit="step",
                   disable=not (progress and is_main), desc=f"training {config.stage}")
   step, batch = start_step, first_batch
@@ -163,11 +213,13 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
       pending.append((step, metrics))
       last = step == config.num_steps
       log = step % config.log_every == 0 or last
-      stop = mngr.reached_preemption(step)
+      stop = mngr.reached_preemption(step) or sigterm.received
       save = step % config.checkpoint_every == 0 or last or stop
       if log or save:
-        record = _flush(pending, mngr)  # Raises TrainingDiverged before any save.
+        _check(pending, mngr)  # Raises TrainingDiverged before any save.
         if log:
+          record = _mean(pending)
+          pending.clear()
           seconds = time.perf_counter() - window_start - excluded
           record["examples_per_s"] = config.batch_size * (step - window_step) / seconds
           window_start, window_step, excluded = time.perf_counter(), step, 0.0
@@ -181,6 +233,8 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
                         data=batches.get_state(), config=config,
                         stats=task.stats(graphdef, state["params"], state["constants"]),
                         force=True)
+        if is_main:
+          _save_window(workdir, step, pending)
       if config.eval_every and (step % config.eval_every == 0 or last) and not stop:
         evaluation = {f"eval/{name}": value for name, value in task.evaluate(
             graphdef, state["params"], state["constants"]).items()}
@@ -202,12 +256,11 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
   return records
 
 
-def _flush(pending: list, mngr) -> dict:
-  """Mean of the pending steps' metrics as floats; raises `TrainingDiverged`
-  if any step's loss or new parameters are not finite."""
-  host = [(step, jax.device_get(metrics)) for step, metrics in pending]
-  pending.clear()
-  for step, metrics in host:
+def _check(pending: list, mngr) -> None:
+  """Brings the pending steps' metrics to the host (in place); raises
+  `TrainingDiverged` if any step's loss or new parameters are not finite."""
+  pending[:] = [(step, jax.device_get(metrics)) for step, metrics in pending]
+  for step, metrics in pending:
     if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["param_norm"])):
       kept = mngr.latest_step()
       raise TrainingDiverged(
@@ -216,8 +269,35 @@ def _flush(pending: list, mngr) -> dict:
           + (f"The last good checkpoint is step {kept}; " if kept is not None
              else "No checkpoint was saved yet; ")
           + "lower the learning rate or check the data before resuming.")
-  record = {name: float(np.mean([m[name] for _, m in host])) for name in host[-1][1]}
-  return {"step": host[-1][0], **record}
+
+
+def _mean(pending: list) -> dict:
+  """Mean of the pending steps' (host) metrics as floats."""
+  record = {name: float(np.mean([m[name] for _, m in pending])) for name in pending[-1][1]}
+  return {"step": pending[-1][0], **record}
+
+
+def _save_window(workdir: Path, step: int, pending: list) -> None:
+  """`WINDOW_FILE`: the not yet logged steps' metrics at save ``step``,
+  with their dtypes (a resumed mean is then the same to the bit)."""
+  window = {"step": step, "metrics": [
+      [s, {name: [np.asarray(value).item(), np.asarray(value).dtype.str]
+           for name, value in metrics.items()}] for s, metrics in pending]}
+  with atomic_output(workdir / WINDOW_FILE) as temporary:
+    Path(temporary).write_text(json.dumps(window))
+
+
+def _load_window(workdir: Path, step: int) -> list:
+  """The pending steps `_save_window` saved at ``step``; none if the run
+  starts, or resumes from another save (one that was not finished)."""
+  path = workdir / WINDOW_FILE
+  if not step or not path.exists():
+    return []
+  window = json.loads(path.read_text())
+  if window["step"] != step:
+    return []
+  return [(s, {name: np.asarray(value, dtype) for name, (value, dtype) in metrics.items()})
+          for s, metrics in window["metrics"]]
 
 
 def _describe(config, mesh, abstract_params, labels, compiled, start_step) -> None:
