@@ -217,6 +217,9 @@ def test_one_device_resumes_on_eight(tmp_path, compile_cache):
   _check_resumed(straight, resumed)
 
 
+# Slow: the suite's time budget; the two device-count tests above run by
+# default and share this one's restore path.
+@pytest.mark.slow
 def test_data_mesh_resumes_on_fsdp_mesh(eight_device_run, tmp_path, compile_cache):
   """8 devices, ``data=8`` (parameters replicated) → ``data=4, fsdp=2``
   (arrays of `FSDP_MIN_SIZE` elements or more split in two)."""
