@@ -76,13 +76,7 @@ def _finish(process: subprocess.Popen, log: Path) -> str:
 def _initial_params() -> dict:
   """The parameters the command's run starts from (flat)."""
   from spectral_jax.models.build import build_vae
-  config = load_config_file(train_configs.CONFIGS / "vae.py", "tiny")
-  for key, value in OVERRIDES.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  config = load_config_file(train_configs.CONFIGS / "vae.py", "tiny", OVERRIDES)
   return train_configs.initial_params(config, build_vae)
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import cv2
 import jax
 import numpy as np
 
 from spectral_jax.inference import export, loading
 from spectral_jax.inference.motion_model import MotionModel, SamplingOptions
-from spectral_jax.inference.pictures import fit_spectral
+from spectral_jax.inference.pictures import fit_picture, fit_spectral
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.motion.spectral import animation_texture, from_real_layout
 from spectral_jax.render.frames import render_frames
@@ -99,7 +98,7 @@ class Animator:
     ``options`` compiles once per process (and is cached across processes
     when JAX's persistent cache is on).
 
-    A motion model smaller than the renderer (the default model's: 128x80
+    A motion model smaller than the renderer (the `demo` configs': 128x80
     against 256x160) samples for the picture shrunk to its size, and its
     spectral volume is upsampled to the picture's, displacements scaled to
     the picture's pixels: motion is smooth, so this loses little, and DDIM
@@ -114,8 +113,8 @@ class Animator:
       self._samplers[options] = self.motion.sampler(options)
     data = self.motion.config.data
     upsampled = (data.width, data.height) != (self.width, self.height)
-    if upsampled:
-      picture = cv2.resize(picture, (data.width, data.height), interpolation=cv2.INTER_AREA)
+    if upsampled:  # Same shape, so no crop: area averaging only.
+      picture, _ = fit_picture(picture, data.width, data.height)
     normalized = self._samplers[options](picture[None], jax.random.key(seed), progress)
     stats = self.motion.normalization
     spectral = from_real_layout(denormalize(np.asarray(normalized[0]), stats.scales, stats.power))
