@@ -273,8 +273,12 @@ def main() -> None:
   looping.add_argument("--crops", type=int, default=4, help="random crops per photo")
   looping.add_argument("--loop-frames", type=int, default=90, help="N, the video's frames")
   args = parser.parse_args()
-  {"evaluations": lambda: print_evaluations(args.run), "held-out": lambda: held_out(args),
-   "loops": lambda: loops(args)}[args.command]()
+  command = {"evaluations": lambda: print_evaluations(args.run),
+             "held-out": lambda: held_out(args), "loops": lambda: loops(args)}[args.command]
+  try:
+    command()
+  except (FileNotFoundError, ValueError) as error:  # A missing model, photos or run.
+    raise SystemExit(f"evaluate_demo.py {args.command}: {error}") from None
 
 
 if __name__ == "__main__":
