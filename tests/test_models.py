@@ -220,3 +220,24 @@ def test_stage2_with_stage1_params_reproduces_stage1_exactly(stage1):
   assert {p for p, v in nnx.to_flat_state(stripped) if not np.any(v.get_value())} == {
       p for p, _ in nnx.to_flat_state(stripped) if unet.is_freq_attn_path(p)}
   np.testing.assert_allclose(apply2(stripped, *inputs), eps1, rtol=0, atol=1e-6)
+
+
+def test_vae_gradient_on_a_still_map_stays_small():
+  """A map that is 0 everywhere (a still scene) makes every activation
+  constant: with GroupNorm's usual epsilon 1e-6 each norm multiplied the
+  gradient by 1000, its norm overflowed float32, and clipping zeroed the
+  whole step. `norm_epsilon` keeps it as small as a moving map's."""
+  model = vae.SpectralVAE(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1,
+                          rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+
+  @jax.jit
+  def gradient_norm(x):
+    grads = jax.grad(lambda p: vae.vae_loss(nnx.merge(graphdef, p), x, jax.random.key(1))[0])(
+        params)
+    return optax.tree.norm(grads)
+
+  moving = jax.random.normal(jax.random.key(0), (2, 16, 16, 4))
+  still = jnp.zeros_like(moving)
+  assert np.isfinite(gradient_norm(still))
+  assert gradient_norm(still) < 10 * gradient_norm(moving)

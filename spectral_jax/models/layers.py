@@ -14,10 +14,16 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-def group_norm(channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.GroupNorm:
+def group_norm(channels: int, *, epsilon: float = 1e-6, dtype=jnp.float32,
+               rngs: nnx.Rngs) -> nnx.GroupNorm:
   """GroupNorm with 32 groups, or the largest power of two dividing
-  ``channels`` below that, so tiny configs (e.g. 16 channels) still build."""
-  return nnx.GroupNorm(channels, num_groups=math.gcd(32, channels), epsilon=1e-6,
+  ``channels`` below that, so tiny configs (e.g. 16 channels) still build.
+
+  ``epsilon`` is added to each group's variance: a group whose spread is far
+  below ``sqrt(epsilon)`` is not blown up to unit spread, and its gradient
+  is amplified at most ``1 / sqrt(epsilon)``-fold.
+  """
+  return nnx.GroupNorm(channels, num_groups=math.gcd(32, channels), epsilon=epsilon,
                        dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
 
@@ -59,12 +65,13 @@ class ResBlock(nnx.Module):
   """
 
   def __init__(self, in_channels: int, out_channels: int, emb_channels: int | None = None, *,
-               zero_init: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.norm1 = group_norm(in_channels, dtype=dtype, rngs=rngs)
+               zero_init: bool = False, norm_epsilon: float = 1e-6, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.norm1 = group_norm(in_channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     self.conv1 = conv(in_channels, out_channels, dtype=dtype, rngs=rngs)
     self.emb_proj = (linear(emb_channels, out_channels, dtype=dtype, rngs=rngs)
                      if emb_channels else None)
-    self.norm2 = group_norm(out_channels, dtype=dtype, rngs=rngs)
+    self.norm2 = group_norm(out_channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     self.conv2 = conv(out_channels, out_channels, zero_init=zero_init, dtype=dtype, rngs=rngs)
     self.shortcut = (conv(in_channels, out_channels, 1, dtype=dtype, rngs=rngs)
                      if in_channels != out_channels else None)
@@ -130,8 +137,8 @@ class SpatialAttention(nnx.Module):
   a residual: ``[N, h, w, C]`` → ``[N, h, w, C]``."""
 
   def __init__(self, channels: int, num_heads: int = 1, *, zero_init: bool = False,
-               dtype=jnp.float32, rngs: nnx.Rngs):
-    self.norm = group_norm(channels, dtype=dtype, rngs=rngs)
+               norm_epsilon: float = 1e-6, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.norm = group_norm(channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     self.attn = SelfAttention(channels, num_heads, zero_init=zero_init, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):

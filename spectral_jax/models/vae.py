@@ -24,21 +24,22 @@ class _Encoder(nnx.Module):
   """``[N, H, W, in]`` → ``[N, h, w, 2 * latent]`` (mean and log-variance)."""
 
   def __init__(self, in_channels, latent_channels, base_channels, channel_mults,
-               num_res_blocks, *, dtype, rngs):
+               num_res_blocks, *, norm_epsilon, dtype, rngs):
+    norm = dict(norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     self.conv_in = layers.conv(in_channels, base_channels, dtype=dtype, rngs=rngs)
     blocks = []
     channels = base_channels
     for level, mult in enumerate(channel_mults):
       for _ in range(num_res_blocks):
-        blocks.append(layers.ResBlock(channels, base_channels * mult, dtype=dtype, rngs=rngs))
+        blocks.append(layers.ResBlock(channels, base_channels * mult, **norm))
         channels = base_channels * mult
       if level < len(channel_mults) - 1:
         blocks.append(layers.Downsample(channels, dtype=dtype, rngs=rngs))
     self.down = nnx.List(blocks)
-    self.mid = nnx.List([layers.ResBlock(channels, channels, dtype=dtype, rngs=rngs),
-                         layers.SpatialAttention(channels, dtype=dtype, rngs=rngs),
-                         layers.ResBlock(channels, channels, dtype=dtype, rngs=rngs)])
-    self.norm_out = layers.group_norm(channels, dtype=dtype, rngs=rngs)
+    self.mid = nnx.List([layers.ResBlock(channels, channels, **norm),
+                         layers.SpatialAttention(channels, **norm),
+                         layers.ResBlock(channels, channels, **norm)])
+    self.norm_out = layers.group_norm(channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     # float32 whatever the dtype: the LDM whitens the posterior mean by its
     # spread, (mu - mean) / std, which bfloat16 rounding of mu (and of the
     # bias added to it) would swamp when |mean| >> std.
@@ -56,22 +57,22 @@ class _Decoder(nnx.Module):
   more residual block per level."""
 
   def __init__(self, out_channels, latent_channels, base_channels, channel_mults,
-               num_res_blocks, *, dtype, rngs):
+               num_res_blocks, *, norm_epsilon, dtype, rngs):
+    norm = dict(norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     channels = base_channels * channel_mults[-1]
     self.conv_in = layers.conv(latent_channels, channels, dtype=dtype, rngs=rngs)
-    self.mid = nnx.List([layers.ResBlock(channels, channels, dtype=dtype, rngs=rngs),
-                         layers.SpatialAttention(channels, dtype=dtype, rngs=rngs),
-                         layers.ResBlock(channels, channels, dtype=dtype, rngs=rngs)])
+    self.mid = nnx.List([layers.ResBlock(channels, channels, **norm),
+                         layers.SpatialAttention(channels, **norm),
+                         layers.ResBlock(channels, channels, **norm)])
     blocks = []
     for level in reversed(range(len(channel_mults))):
       for _ in range(num_res_blocks + 1):
-        blocks.append(layers.ResBlock(channels, base_channels * channel_mults[level],
-                                      dtype=dtype, rngs=rngs))
+        blocks.append(layers.ResBlock(channels, base_channels * channel_mults[level], **norm))
         channels = base_channels * channel_mults[level]
       if level > 0:
         blocks.append(layers.Upsample(channels, dtype=dtype, rngs=rngs))
     self.up = nnx.List(blocks)
-    self.norm_out = layers.group_norm(channels, dtype=dtype, rngs=rngs)
+    self.norm_out = layers.group_norm(channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     self.conv_out = layers.conv(channels, out_channels, dtype=dtype, rngs=rngs)
 
   def __call__(self, z):
@@ -86,16 +87,23 @@ class SpectralVAE(nnx.Module):
 
   Outputs (mean, log-variance, reconstructions) are float32 whatever ``dtype``.
   ``H`` and ``W`` must be divisible by ``2^(len(channel_mults) - 1)``.
+
+  ``norm_epsilon`` (GroupNorm's, LDM's is 1e-6): motion maps are exactly 0
+  wherever nothing moves, a whole map often so. There every activation is
+  constant, each norm multiplies the gradient by ``1 / sqrt(epsilon)``, and
+  with 1e-6 a still map's gradient reaches 1e25 (its squared norm overflows
+  float32, and clipping then zeroes the whole step). 0.1 keeps it O(1)
+  while an active map's gradient changes by a few percent.
   """
 
   def __init__(self, in_channels: int = 4, latent_channels: int = 4, base_channels: int = 128,
                channel_mults: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2, *,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               norm_epsilon: float = 0.1, dtype=jnp.float32, rngs: nnx.Rngs):
     self.downsample_factor = 2 ** (len(channel_mults) - 1)
     self.encoder = _Encoder(in_channels, latent_channels, base_channels, tuple(channel_mults),
-                            num_res_blocks, dtype=dtype, rngs=rngs)
+                            num_res_blocks, norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     self.decoder = _Decoder(in_channels, latent_channels, base_channels, tuple(channel_mults),
-                            num_res_blocks, dtype=dtype, rngs=rngs)
+                            num_res_blocks, norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
 
   def encode(self, x):
     """``x [N, H, W, in]`` → ``(mean, logvar)``, each ``[N, H/f, W/f, latent]``."""
