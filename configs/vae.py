@@ -30,15 +30,8 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       "l1_weight": 1.0, "gradient_weight": 0.2, "kl_weight": 1e-6, "num_scales": 3})
   # Frequency maps per example in a batch (0: all K): a few random ones keep
   # paper-sized batches of 256x160 maps affordable.
-  config.maps_per_example = {"tiny": 2, "demo": 4}.get(variant, 4)
+  config.maps_per_example = 2 if small else 4
   config.batch_size = 8 if small else 32
-  # Random windows of the maps to train on (empty: whole maps), the most
-  # energetic of `candidates` per map (train/vae.py:energetic_crops). The
-  # demo's photo scenes are still outside their plants: on whole maps its
-  # VAE learnt to decode everything to 0. The VAE is fully convolutional, so
-  # it encodes whole maps after training on windows.
-  config.crop = ml_collections.ConfigDict({
-      "size": (40, 64) if variant == "demo" else (), "candidates": 4})
   config.num_steps = {"tiny": 600, "demo": 400, "paper": 200_000, "hires": 20_000}[variant]
   config.optimizer.learning_rate = {"tiny": 1e-3, "demo": 1e-3, "paper": 1e-4,
                                     "hires": 2e-5}[variant]

@@ -300,27 +300,3 @@ def test_command_line(tmp_path):
   assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
   bad = subprocess.run(command[:-1] + ["--config.mesh.fsdp=3"], capture_output=True, text=True)
   assert bad.returncode != 0 and "mesh" in bad.stderr
-
-
-def test_vae_crops_are_each_maps_most_energetic_candidate():
-  """`most_energetic_windows` against a NumPy loop over the candidates, and
-  `energetic_crops` finds the one moving patch of otherwise still maps."""
-  from spectral_jax.train.vae import energetic_crops, most_energetic_windows
-  rng = np.random.default_rng(0)
-  maps = rng.standard_normal((3, 12, 10, 4)).astype(np.float32)
-  maps[2] = 0.0  # A still map: all its windows tie, the first is taken.
-  corners = np.stack([rng.integers(0, 12 - 4 + 1, (3, 5)),
-                      rng.integers(0, 10 - 6 + 1, (3, 5))], axis=-1)
-  got = most_energetic_windows(jnp.asarray(maps), jnp.asarray(corners), (4, 6))
-  for image, candidates, window in zip(maps, corners, np.asarray(got)):
-    energies = [np.abs(image[y:y + 4, x:x + 6].astype(np.float64)).sum() for y, x in candidates]
-    y, x = candidates[int(np.argmax(energies))]
-    np.testing.assert_array_equal(window, image[y:y + 4, x:x + 6])
-
-  patch = np.zeros((8, 40, 64, 4), np.float32)
-  patch[:, 30:36, 50:58] = 1.0
-  crops = energetic_crops(jnp.asarray(patch), (16, 16), 64, jax.random.key(0))
-  assert crops.shape == (8, 16, 16, 4)
-  # Of 64 random windows, some overlap the patch; a window of no candidate
-  # is never made up.
-  assert np.all(np.asarray(crops).sum(axis=(1, 2, 3)) > 0)

@@ -36,40 +36,6 @@ def random_frequencies(spectral: jax.Array, count: int, rng: jax.Array) -> jax.A
   return jnp.take_along_axis(spectral, chosen[:, :, None, None, None], axis=1)
 
 
-def energetic_crops(maps: jax.Array, size: tuple[int, int], candidates: int,
-                    rng: jax.Array) -> jax.Array:
-  """``[N, H, W, C]`` → ``[N, h, w, C]`` for ``size = (h, w)``: of
-  ``candidates`` uniformly random windows of each map, the one with the
-  largest sum of ``|value|`` (`most_energetic_windows`).
-
-  Why: photo scenes' maps are exactly 0 wherever nothing sways (sky, ground,
-  whole still photos), so most random windows hold no motion. Taking the most
-  energetic of a few shifts the mix towards motion without hiding still maps
-  (an all-0 map gives an all-0 window).
-  """
-  num_maps, height, width, _ = maps.shape
-  y_rng, x_rng = jax.random.split(rng)
-  ys = jax.random.randint(y_rng, (num_maps, candidates), 0, height - size[0] + 1)
-  xs = jax.random.randint(x_rng, (num_maps, candidates), 0, width - size[1] + 1)
-  return most_energetic_windows(maps, jnp.stack([ys, xs], axis=-1), size)
-
-
-def most_energetic_windows(maps: jax.Array, corners: jax.Array,
-                           size: tuple[int, int]) -> jax.Array:
-  """``maps [N, H, W, C]``, ``corners [N, M, 2]`` (top-left ``(y, x)`` of
-  ``M`` candidate windows per map) → ``[N, h, w, C]``: each map's candidate
-  window with the largest sum of ``|value|`` (the first of equals)."""
-  window_shape = (*size, maps.shape[-1])
-
-  def best(image, corners):
-    def window(corner):
-      return jax.lax.dynamic_slice(image, (corner[0], corner[1], 0), window_shape)
-    energy = jax.vmap(lambda corner: jnp.abs(window(corner)).sum())(corners)
-    return window(corners[jnp.argmax(energy)])
-
-  return jax.vmap(best)(maps, corners)
-
-
 class VAETask:
 
   def __init__(self, config, mesh):
@@ -78,10 +44,6 @@ class VAETask:
     self._transform = normalized_spectral(self.normalization, ("spectral_volume",))
     self._train = sources.open_source(config.data, "train")
     self._test = train_data.open_test_source(config)
-    self._crop = tuple(config.get("crop", {}).get("size", ()) or ())
-    if self._crop:
-      _check_crop(self._crop, (config.data.height, config.data.width),
-                  2 ** (len(config.model.channel_mults) - 1))
 
   def make_model(self, rngs):
     return build_vae(self.config, rngs)
@@ -96,11 +58,7 @@ class VAETask:
     if count and count < spectral.shape[1]:
       rng, pick_rng = jax.random.split(rng)
       spectral = random_frequencies(spectral, count, pick_rng)
-    maps = frequency_maps(spectral)
-    if self._crop:
-      rng, crop_rng = jax.random.split(rng)
-      maps = energetic_crops(maps, self._crop, self.config.crop.candidates, crop_rng)
-    return vae_loss(model, maps, rng, **self.config.loss.to_dict())
+    return vae_loss(model, frequency_maps(spectral), rng, **self.config.loss.to_dict())
 
   def train_batches(self, process_index, process_count):
     return train_data.train_batches(self._train, self.config, self._transform,
@@ -163,18 +121,6 @@ class VAETask:
     count, mean, m2 = combine_moments(parts)
     std = np.sqrt(np.maximum(m2 / count, 1e-12))  # Population variance, floored.
     return {"mean": mean.tolist(), "std": std.tolist()}
-
-
-def _check_crop(size, map_size, factor):
-  """Raises ValueError unless ``size = (h, w)`` fits in ``map_size`` and is
-  divisible by the VAE's downsampling ``factor``."""
-  if len(size) != 2 or any(not isinstance(n, int) or n < 1 for n in size):
-    raise ValueError(f"config.crop.size must be (height, width), got {size!r}")
-  if size[0] > map_size[0] or size[1] > map_size[1]:
-    raise ValueError(f"config.crop.size {size} is larger than the maps {map_size}")
-  if size[0] % factor or size[1] % factor:
-    raise ValueError(f"config.crop.size {size} is not divisible by the VAE's "
-                     f"downsampling factor {factor}")
 
 
 def batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
