@@ -266,6 +266,18 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert checkpoint.manager(tmp_path, read_only=True).latest_step() == 2
 
 
+def test_an_overflowing_gradient_norm_stops_the_run(tmp_path):
+  """A loss weight of 1e38 keeps the loss and every gradient finite but
+  overflows the gradient's squared norm: clipping then zeroed each update
+  and the run went on, training nothing. It stops now, saving nothing."""
+  config = train_configs.load_config("vae")
+  config.num_steps, config.eval_every, config.log_every = 2, 0, 1
+  config.loss.l1_weight = 1e38
+  with pytest.raises(train.TrainingDiverged, match="at step 1 the gradient's norm is inf"):
+    train.run(config, tmp_path, progress=False)
+  assert checkpoint.manager(tmp_path, read_only=True).latest_step() is None
+
+
 def test_a_preemption_save_never_stores_diverged_parameters(tmp_path, monkeypatch):
   """A preemption save comes at any step, not only at logging or checkpoint
   steps: the steps since the last check are checked before it too."""

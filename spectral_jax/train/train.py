@@ -258,14 +258,22 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
 
 def _check(pending: list, mngr) -> None:
   """Brings the pending steps' metrics to the host (in place); raises
-  `TrainingDiverged` if any step's loss or new parameters are not finite."""
+  `TrainingDiverged` if any step's loss, gradient norm or new parameters are
+  not finite.
+
+  The gradient norm on its own: when its square overflows float32 while the
+  loss and every gradient stay finite, global-norm clipping scales the step
+  by 1/inf, and the run goes on with every update zeroed.
+  """
   pending[:] = [(step, jax.device_get(metrics)) for step, metrics in pending]
   for step, metrics in pending:
-    if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["param_norm"])):
+    bad = [f"the {label} is {float(metrics[name])}" for name, label in (
+        ("loss", "loss"), ("grad_norm", "gradient's norm"),
+        ("param_norm", "parameters' norm")) if not np.isfinite(metrics[name])]
+    if bad:
       kept = mngr.latest_step()
       raise TrainingDiverged(
-          f"at step {step} the loss is {float(metrics['loss'])} and the parameters' norm "
-          f"{float(metrics['param_norm'])}; stopped without saving them. "
+          f"at step {step} {' and '.join(bad)}; stopped without saving the parameters. "
           + (f"The last good checkpoint is step {kept}; " if kept is not None
              else "No checkpoint was saved yet; ")
           + "lower the learning rate or check the data before resuming.")
