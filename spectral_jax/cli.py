@@ -166,6 +166,55 @@ def build_parser() -> argparse.ArgumentParser:
                       help="weights' dtype: float32 exact, float16 half the size "
                       "(default %(default)s)")
   export.set_defaults(app="export")
+
+  evaluate = commands.add_parser(
+      "eval", help="a motion model's errors on the test split of a data set",
+      description="Samples a spectral volume for every test picture of a prepared data set "
+      "and compares it with the one measured on its video: end-point error, error per "
+      "frequency, loop-closure error. Writes a JSON report and a plot of the error per "
+      "frequency beside it (REPORT_per_frequency.png).")
+  evaluate.add_argument("--checkpoint", metavar="DIR", required=True,
+                        help="the model: a folder of training runs (a motion run; the motion "
+                        "run finds its VAE), or an export")
+  evaluate.add_argument("--data", metavar="DATA_DIR", required=True,
+                        help="a data set of `spectral-jax prepare` with the model's K, T and size")
+  evaluate.add_argument("-o", "--output", default="eval_report.json",
+                        help="the JSON report (default %(default)s)")
+  evaluate.add_argument("--num", type=_POSITIVE_INT,
+                        help="evaluate the first N test examples (default: all)")
+  evaluate.add_argument("--steps", type=_POSITIVE_INT, help="DDIM steps (default: the model's)")
+  evaluate.add_argument("--guidance", type=_NON_NEGATIVE,
+                        help="classifier-free guidance scale w (default: the model's)")
+  evaluate.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0,
+                        help="example i is sampled with seed SEED + i (default 0)")
+  evaluate.add_argument("--loop-frames", type=_POSITIVE_INT,
+                        help="N: report the loop-closure error of N-frame videos "
+                        "(default: T/2)")
+  evaluate.add_argument("--loop", action="store_true",
+                        help="sample with loop self-guidance for N-frame videos")
+  evaluate.add_argument("--cache-dir", metavar="DIR",
+                        help="JAX compilation cache (default $SPECTRAL_JAX_CACHE_DIR or "
+                        "~/.cache/spectral_jax/jax)")
+  evaluate.set_defaults(app="eval")
+
+  fvd = commands.add_parser(
+      "fvd", help="Fréchet Video Distance between two folders of videos",
+      description="Prints {\"fvd\": ...}: the Fréchet distance between the I3D (Kinetics-400) "
+      "logits of the first 16 frames of the real and of the generated videos (at least 2 "
+      "in each folder).")
+  fvd.add_argument("real_dir", help="a folder of real videos (mp4, ...)")
+  fvd.add_argument("fake_dir", help="a folder of generated videos")
+  fvd.add_argument("--stride", type=_POSITIVE_INT,
+                   help="also the FVD of the 16-frame windows starting every STRIDE frames "
+                   "(sliding-window FVD over time)")
+  fvd.add_argument("--features", metavar="NAME",
+                   help="also FID and KID of the frames with this feature network (vgg16; "
+                   "no Inception-v3 weights ship offline)")
+  fvd.add_argument("--frame-step", type=_POSITIVE_INT, default=1,
+                   help="FID and KID on every N-th frame (default %(default)s)")
+  fvd.add_argument("--batch-size", type=_POSITIVE_INT, default=8,
+                   help="clips per compiled I3D call (default %(default)s)")
+  fvd.set_defaults(app="fvd")
   return parser
 
 

@@ -201,16 +201,18 @@ def test_i3d_refuses_other_files(tmp_path):
     i3d.load_i3d(code)
 
 
-def test_map_batches_pads_the_last_batch():
+def test_map_batches_pads_the_last_batch_to_a_power_of_two():
   shapes = []
 
   def double(batch):
-    shapes.append(batch.shape)
+    shapes.append(len(batch))
     return batch * 2
 
-  out = inputs.map_batches(double, np.arange(10).reshape(5, 2), batch_size=2)
-  np.testing.assert_array_equal(out, np.arange(10).reshape(5, 2) * 2)
-  assert out.dtype == np.float64 and set(shapes) == {(2, 2)}
+  for count, calls in ((11, [4, 4, 4]), (9, [4, 4, 1]), (6, [4, 2]), (3, [4])):
+    shapes.clear()
+    out = inputs.map_batches(double, np.arange(2 * count).reshape(count, 2), batch_size=4)
+    np.testing.assert_array_equal(out, np.arange(2 * count).reshape(count, 2) * 2)
+    assert out.dtype == np.float64 and shapes == calls, count
 
 
 def test_network_input_scales_and_resizes():
