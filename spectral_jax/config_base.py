@@ -41,8 +41,17 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
   config.eval_every = 250 if small else 5000
   config.checkpoint_every = {"tiny": 250, "demo": 100}.get(variant, 5000)
   config.keep_checkpoints = 3
-  # Multi-host runs call jax.distributed.initialize() first.
-  config.distributed = False
+  # Multi-process runs (`spectral_jax.distributed`, launch/): on when
+  # `enabled` or when launch/local.sh's environment names the processes.
+  # Unset ("", 0, -1) settings come from that environment, else from JAX's
+  # detection of Cloud TPU pods, SLURM and Open MPI.
+  config.distributed = ml_collections.ConfigDict({
+      "enabled": False, "coordinator_address": "", "num_processes": 0, "process_id": -1,
+      # A process silent this long is dead: the others then exit with an
+      # error instead of waiting in a collective forever.
+      "heartbeat_timeout_s": 100,
+      # How long processes wait for each other at start-up.
+      "initialization_timeout_s": 300})
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   # With fsdp > 1, parameters of at least this many elements are split.
   config.fsdp_min_size = 2**16
@@ -138,6 +147,10 @@ _RANGES = {
     "keep_checkpoints": _int(1),
     "seed": _int(0),
     "fsdp_min_size": _int(1),
+    "distributed.num_processes": _int(0),  # 0: from the environment.
+    "distributed.process_id": _int(-1),  # -1: from the environment.
+    "distributed.heartbeat_timeout_s": _int(1),
+    "distributed.initialization_timeout_s": _int(1),
     "dtype": ("float32", "bfloat16"),
     "maps_per_example": _int(1),
     "metric_scale": _real(0),
@@ -194,6 +207,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       problem = _problem(node, rule)
       if problem:
         raise ValueError(f"config.{field} {problem}")
+  if "distributed" in config:
+    _check_distributed(config.distributed)
+
+
+def _check_distributed(settings: ml_collections.ConfigDict) -> None:
+  """What `_RANGES` cannot say of ``config.distributed``: the coordinator
+  is ``HOST:PORT``, and a process id is below the number of processes."""
+  address = settings.coordinator_address
+  if address:
+    host, _, port = str(address).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 2**16:
+      raise ValueError(f"config.distributed.coordinator_address must be HOST:PORT, "
+                       f"got {address!r}")
+  if 0 < settings.num_processes <= settings.process_id:
+    raise ValueError(f"config.distributed.process_id {settings.process_id} is not below "
+                     f"num_processes {settings.num_processes}")
 
 
 def _problem(value, rule) -> str | None:

@@ -25,6 +25,18 @@ def test_process_shards_are_disjoint_and_cover_each_epoch():
   assert sorted(seen[0] + seen[1]) == list(range(24))
 
 
+def test_a_global_batch_is_the_same_row_for_row_on_any_number_of_processes():
+  """Process p's rows are block p of the global batch, as its devices hold
+  them: 2 processes x 4 devices train on the batches of 1 x 8, in order
+  (per-example noise then falls on the same examples)."""
+  make = lambda index, count: pipeline.ShardedBatches(
+      _source(40), global_batch_size=8, seed=1, process_index=index, process_count=count)
+  one = make(0, 1)
+  two = [make(p, 2) for p in range(2)]
+  for _ in range(7):  # Into a second epoch (5 batches each).
+    assert next(one)["id"].tolist() == sum((next(b)["id"].tolist() for b in two), [])
+
+
 def test_deterministic_by_seed_and_reshuffled_per_epoch():
   make = lambda seed: pipeline.ShardedBatches(_source(12), global_batch_size=4, seed=seed,
                                               process_index=0, process_count=1)

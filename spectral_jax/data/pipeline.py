@@ -1,11 +1,16 @@
 """Batches for training: each process reads its own shard, deterministically.
 
 Every process computes the same global permutation of the data set for an
-epoch (from the seed and the epoch number) and takes every
-``process_count``-th element of it from ``process_index`` on, so the shards
-are disjoint, cover the data set, and need no communication. The position
-(epoch, batch) is the iterator's whole state: saving it with a checkpoint
-and restoring it resumes the exact same stream.
+epoch (from the seed and the epoch number), cuts it into global batches, and
+takes its own block of rows of each: process ``p`` of ``P`` the rows
+``[p * B/P, (p + 1) * B/P)`` of a global batch of ``B``, the rows its devices
+hold in the global array (`sharding.global_batch`; devices are numbered
+process by process). The shards are disjoint, cover the data set and need
+no communication, and a global batch is the same row for row whatever the
+number of processes: 2 processes x 4 devices train on what 1 x 8 does. The
+position (epoch, batch) is the iterator's whole state: saving it with a
+checkpoint and restoring it resumes the exact same stream, on any number
+of processes.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ class ShardedBatches:
                        f"{process_count} processes")
     self._source = source
     self._local_batch = global_batch_size // process_count
-    self._per_process = len(source) // process_count
-    if self._per_process < self._local_batch:
+    self._global_batch = global_batch_size
+    if len(source) < global_batch_size:
       raise ValueError(f"{len(source)} examples are too few for a global batch of "
                        f"{global_batch_size} over {process_count} processes")
     self._seed = seed
@@ -62,7 +67,7 @@ class ShardedBatches:
 
   @property
   def batches_per_epoch(self) -> int:
-    return self._per_process // self._local_batch
+    return len(self._source) // self._global_batch
 
   def shard_indices(self, epoch: int) -> np.ndarray:
     """int64 ``[batches_per_epoch * local_batch]`` source indices this
@@ -72,8 +77,9 @@ class ShardedBatches:
       order = np.random.default_rng([self._seed, epoch]).permutation(size)
     else:
       order = np.arange(size)
-    mine = order[self._process_index::self._process_count][:self._per_process]
-    return mine[:self.batches_per_epoch * self._local_batch]
+    batches = order[:self.batches_per_epoch * self._global_batch].reshape(
+        self.batches_per_epoch, self._process_count, self._local_batch)
+    return batches[:, self._process_index].reshape(-1)
 
   def get_state(self) -> dict:
     """The position of the next batch; JSON-serializable."""

@@ -34,7 +34,7 @@ import optax
 import tqdm
 from flax import nnx
 
-from spectral_jax import checkpoint, config_base, sharding
+from spectral_jax import checkpoint, config_base, distributed, sharding
 from spectral_jax.atomic import atomic_output
 from spectral_jax.models import functional
 from spectral_jax.train import stages
@@ -118,7 +118,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, progress: bool = True) ->
   A preemption notice (SIGTERM in a single-process run) saves the step
   being trained and returns; the same call again resumes there."""
   config_base.check_config(config)  # Before anything is created.
-  with _Sigterm(enabled=not config.get("distributed", False)) as sigterm:
+  with _Sigterm(enabled=not distributed.requested(config)) as sigterm:
     return _run(config, workdir, progress, sigterm)
 
 
@@ -126,8 +126,8 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
          sigterm: _Sigterm) -> list[dict]:
   workdir = Path(workdir).absolute()
   config = config_base.absolute_paths(config)
-  if config.get("distributed", False):
-    jax.distributed.initialize()
+  if distributed.requested(config):
+    distributed.initialize(config)
   is_main = jax.process_index() == 0
 
   # Mesh and task.
@@ -243,8 +243,9 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
       excluded += time.perf_counter() - aside
       bar.update(1)
       if stop:
-        print(f"preempted: saved step {step}; run the same command to resume",
-              file=sys.stderr)
+        if is_main:
+          print(f"preempted: saved step {step}; run the same command to resume",
+                file=sys.stderr)
         break
       if not last:
         batch = next(batches)
