@@ -25,6 +25,10 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       # GroupNorm's epsilon; LDM's 1e-6 makes a still (all-0) map's
       # gradient overflow (models/vae.py).
       "norm_epsilon": 0.1,
+      # Parameter-free pooling paths around encoder and decoder (models/vae.py):
+      # the demo's photo scenes are 0 wherever no plant grows, and without
+      # them its VAE learns to decode every map to 0.
+      "shortcut": variant == "demo",
   })
   config.loss = ml_collections.ConfigDict({
       "l1_weight": 1.0, "gradient_weight": 0.2, "kl_weight": 1e-6, "num_scales": 3})

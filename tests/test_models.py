@@ -112,12 +112,11 @@ def test_gradient_loss_sees_only_gradients():
   assert vae.gradient_loss(x * 2.0, x) > 0.1
 
 
-def test_vae_learns_to_reconstruct_smooth_maps():
-  # Smooth 4-channel maps: low-pass noise, like normalized spectral maps.
-  coarse = jax.random.normal(jax.random.key(0), (64, 4, 4, 4))
-  data = jax.image.resize(coarse, (64, 16, 16, 4), "bicubic")
+def _vae_l1_before_and_after_training(data, steps: int = 150, **model):
+  """Mean L1 reconstruction error (from the posterior mean) of ``data``
+  before and after ``steps`` Adam steps on batches of 8 of it."""
   model = vae.SpectralVAE(base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
-                          rngs=nnx.Rngs(0))
+                          rngs=nnx.Rngs(0), **model)
   graphdef, params = nnx.split(model, nnx.Param)
   tx = optax.adam(3e-3)
 
@@ -137,10 +136,50 @@ def test_vae_learns_to_reconstruct_smooth_maps():
 
   before = l1_error(params)
   opt_state = tx.init(params)
-  for key in jax.random.split(jax.random.key(1), 150):
+  for key in jax.random.split(jax.random.key(1), steps):
     params, opt_state = step(params, opt_state, key)
-  after = l1_error(params)
+  return before, l1_error(params)
+
+
+def _smooth_maps(count: int = 64):
+  """Smooth 4-channel maps ``[count, 16, 16, 4]``: low-pass noise, like
+  normalized spectral maps."""
+  coarse = jax.random.normal(jax.random.key(0), (count, 4, 4, 4))
+  return jax.image.resize(coarse, (count, 16, 16, 4), "bicubic")
+
+
+def test_vae_learns_to_reconstruct_smooth_maps():
+  before, after = _vae_l1_before_and_after_training(_smooth_maps())
   assert after < 0.4 * before, (before, after)
+
+
+def test_shortcut_vae_starts_as_the_pooling_autoencoder():
+  model = vae.SpectralVAE(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1,
+                          shortcut=True, rngs=nnx.Rngs(0))
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 16, 24, 4)), np.float64)
+  pooled = x.reshape(2, 4, 4, 6, 4, 4).mean(axis=(2, 4))
+  mean, logvar = model.encode(jnp.asarray(x, jnp.float32))
+  np.testing.assert_allclose(mean, pooled, atol=1e-6)
+  assert np.all(np.exp(0.5 * np.asarray(logvar)) < 0.01)  # Noise far below the signal.
+  np.testing.assert_allclose(model.decode(mean), np.repeat(np.repeat(pooled, 4, 1), 4, 2),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="latent_channels"):
+    vae.SpectralVAE(latent_channels=8, shortcut=True, rngs=nnx.Rngs(0))
+
+
+def test_shortcut_vae_learns_maps_that_are_mostly_zero():
+  """Plants in a still scene: each map is 0 outside a random quarter of it.
+  Without the shortcut, L1 drives every output to 0 and the error stays at
+  the maps' mean magnitude (measured after these 150 steps: 99% of it
+  without, 27% with)."""
+  data = _smooth_maps()
+  corner = jax.random.randint(jax.random.key(2), (len(data), 2), 0, 9)
+  rows, cols = jnp.arange(16)[None, :, None], jnp.arange(16)[None, None, :]
+  inside = ((rows >= corner[:, :1, None]) & (rows < corner[:, :1, None] + 8)
+            & (cols >= corner[:, 1:, None]) & (cols < corner[:, 1:, None] + 8))
+  sparse = data * inside[..., None]
+  _, after = _vae_l1_before_and_after_training(sparse, shortcut=True)
+  assert after < 0.5 * jnp.abs(sparse).mean(), (after, jnp.abs(sparse).mean())
 
 
 def test_image_encoder_reaches_latent_resolution():

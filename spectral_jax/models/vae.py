@@ -18,13 +18,16 @@ from spectral_jax.models import layers
 
 # Bounds on the log-variance keep exp() finite early in training.
 _LOGVAR_RANGE = (-30.0, 20.0)
+# A shortcut VAE's initial posterior log-variance: its latent starts as the
+# pooled map, which noise of unit spread would swamp (std e^-5 ~ 0.007).
+_SHORTCUT_INITIAL_LOGVAR = -10.0
 
 
 class _Encoder(nnx.Module):
   """``[N, H, W, in]`` → ``[N, h, w, 2 * latent]`` (mean and log-variance)."""
 
   def __init__(self, in_channels, latent_channels, base_channels, channel_mults,
-               num_res_blocks, *, norm_epsilon, dtype, rngs):
+               num_res_blocks, *, norm_epsilon, zero_init, dtype, rngs):
     norm = dict(norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     self.conv_in = layers.conv(in_channels, base_channels, dtype=dtype, rngs=rngs)
     blocks = []
@@ -43,7 +46,8 @@ class _Encoder(nnx.Module):
     # float32 whatever the dtype: the LDM whitens the posterior mean by its
     # spread, (mu - mean) / std, which bfloat16 rounding of mu (and of the
     # bias added to it) would swamp when |mean| >> std.
-    self.conv_out = layers.conv(channels, 2 * latent_channels, dtype=jnp.float32, rngs=rngs)
+    self.conv_out = layers.conv(channels, 2 * latent_channels, zero_init=zero_init,
+                                dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x):
     h = self.conv_in(x)
@@ -57,7 +61,7 @@ class _Decoder(nnx.Module):
   more residual block per level."""
 
   def __init__(self, out_channels, latent_channels, base_channels, channel_mults,
-               num_res_blocks, *, norm_epsilon, dtype, rngs):
+               num_res_blocks, *, norm_epsilon, zero_init, dtype, rngs):
     norm = dict(norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     channels = base_channels * channel_mults[-1]
     self.conv_in = layers.conv(latent_channels, channels, dtype=dtype, rngs=rngs)
@@ -73,7 +77,8 @@ class _Decoder(nnx.Module):
         blocks.append(layers.Upsample(channels, dtype=dtype, rngs=rngs))
     self.up = nnx.List(blocks)
     self.norm_out = layers.group_norm(channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
-    self.conv_out = layers.conv(channels, out_channels, dtype=dtype, rngs=rngs)
+    self.conv_out = layers.conv(channels, out_channels, zero_init=zero_init, dtype=dtype,
+                                rngs=rngs)
 
   def __call__(self, z):
     h = self.conv_in(z)
@@ -94,16 +99,37 @@ class SpectralVAE(nnx.Module):
   with 1e-6 a still map's gradient reaches 1e25 (its squared norm overflows
   float32, and clipping then zeroes the whole step). 0.1 keeps it O(1)
   while an active map's gradient changes by a few percent.
+
+  ``shortcut`` adds parameter-free paths around both networks (the residual
+  autoencoding of DC-AE, Chen et al. 2025): the encoder's mean is the
+  input average-pooled ``f x f`` plus the network's output, and the decoder's
+  output is the latent repeated ``f x f`` plus the network's. At
+  initialisation the VAE is then already a coarse autoencoder, and the
+  networks learn the detail. Without it, on maps that are 0 over most of the
+  picture (plants in a still scene), L1 first drives the decoder's output to
+  0 everywhere, the gradient reaching the encoder vanishes, and the VAE stays
+  there (docs/DESIGN.md §2). Needs ``latent_channels == in_channels``.
   """
 
   def __init__(self, in_channels: int = 4, latent_channels: int = 4, base_channels: int = 128,
                channel_mults: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2, *,
-               norm_epsilon: float = 0.1, dtype=jnp.float32, rngs: nnx.Rngs):
+               norm_epsilon: float = 0.1, shortcut: bool = False, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    if shortcut and latent_channels != in_channels:
+      raise ValueError(f"a shortcut needs latent_channels == in_channels, got "
+                       f"{latent_channels} and {in_channels}")
     self.downsample_factor = 2 ** (len(channel_mults) - 1)
+    self.shortcut = shortcut
+    # With a shortcut, both networks' outputs start at 0 (zero kernels), so
+    # the VAE starts as the pooling autoencoder.
+    networks = dict(norm_epsilon=norm_epsilon, zero_init=shortcut, dtype=dtype, rngs=rngs)
     self.encoder = _Encoder(in_channels, latent_channels, base_channels, tuple(channel_mults),
-                            num_res_blocks, norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
+                            num_res_blocks, **networks)
     self.decoder = _Decoder(in_channels, latent_channels, base_channels, tuple(channel_mults),
-                            num_res_blocks, norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
+                            num_res_blocks, **networks)
+    if shortcut:
+      bias = self.encoder.conv_out.bias
+      bias[...] = bias[...].at[latent_channels:].set(_SHORTCUT_INITIAL_LOGVAR)
 
   def encode(self, x):
     """``x [N, H, W, in]`` → ``(mean, logvar)``, each ``[N, H/f, W/f, latent]``."""
@@ -113,11 +139,17 @@ class SpectralVAE(nnx.Module):
                        f"downsampling factor {self.downsample_factor}")
     moments = self.encoder(x).astype(jnp.float32)
     mean, logvar = jnp.split(moments, 2, axis=-1)
+    if self.shortcut:
+      mean = mean + _avg_pool(x.astype(jnp.float32), self.downsample_factor)
     return mean, jnp.clip(logvar, *_LOGVAR_RANGE)
 
   def decode(self, z):
     """``z [N, h, w, latent]`` → ``[N, h*f, w*f, in]`` float32."""
-    return self.decoder(z).astype(jnp.float32)
+    out = self.decoder(z).astype(jnp.float32)
+    if self.shortcut:
+      f = self.downsample_factor
+      out = out + jnp.repeat(jnp.repeat(z.astype(jnp.float32), f, axis=1), f, axis=2)
+    return out
 
   def __call__(self, x, rng):
     """Reconstruct ``x [N, H, W, in]`` from a reparameterised latent sample
@@ -127,11 +159,12 @@ class SpectralVAE(nnx.Module):
     return self.decode(z), mean, logvar
 
 
-def _avg_pool2(x):
-  """2x2 average pooling of ``[N, H, W, C]``; an odd last row/column is dropped."""
+def _avg_pool(x, f: int = 2):
+  """``f x f`` average pooling of ``[N, H, W, C]``; rows and columns past the
+  last whole window are dropped."""
   n, h, w, c = x.shape
-  x = x[:, :h // 2 * 2, :w // 2 * 2]
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+  x = x[:, :h // f * f, :w // f * f]
+  return x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
 
 
 def gradient_loss(recon, target, num_scales: int = 3):
@@ -142,7 +175,7 @@ def gradient_loss(recon, target, num_scales: int = 3):
   total = 0.0
   for scale in range(num_scales):
     if scale:
-      recon, target = _avg_pool2(recon), _avg_pool2(target)
+      recon, target = _avg_pool(recon), _avg_pool(target)
     diff = recon - target
     total += (jnp.abs(jnp.diff(diff, axis=2)).mean() + jnp.abs(jnp.diff(diff, axis=1)).mean())
   return total / num_scales
