@@ -11,8 +11,7 @@ shardings, and start at step 3 with the losses of the straight run.
 A process sees a fixed number of devices, so every run is a subprocess,
 pinned to the CPU: this file run as a script, with ``XLA_FLAGS`` forcing 1
 or 8 host devices (as in `test_train.test_eight_devices_equal_one`). Several
-processes (2 processes x 4 devices) are not covered: the project has no
-multi-process launcher yet.
+processes (1 process x 8 devices to 2 x 4 and back) are `test_multihost`'s.
 """
 
 from __future__ import annotations
