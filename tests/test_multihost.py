@@ -95,18 +95,24 @@ def test_local_sh_kills_the_others_when_one_fails(tmp_path):
 
 def test_local_sh_passes_sigterm_on_to_every_process(tmp_path):
   """SIGTERM (or Ctrl-C's SIGINT) is a preemption notice for every process."""
-  # Short sleeps: a long one would outlive its shell and hold the output open.
+  # Short sleeps: a long one would outlive its shell and hold the output
+  # open. At most 30 s of them: nothing is left running if the signal is lost.
   script = (f'trap "echo saved; exit 0" TERM; touch {tmp_path}/$SPECTRAL_JAX_PROCESS_ID; '
-            'while :; do sleep 0.05; done')
+            'for _ in $(seq 600); do sleep 0.05; done')
   launcher = subprocess.Popen(["bash", str(LOCAL_SH), "--processes", "2", "--", "bash", "-c",
                                script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
-  deadline = time.monotonic() + 30
-  while not ((tmp_path / "0").exists() and (tmp_path / "1").exists()):
-    assert time.monotonic() < deadline and launcher.poll() is None
-    time.sleep(0.05)
-  launcher.send_signal(signal.SIGINT)
-  out, err = launcher.communicate(timeout=30)
+  try:
+    deadline = time.monotonic() + 30
+    while not ((tmp_path / "0").exists() and (tmp_path / "1").exists()):
+      assert time.monotonic() < deadline and launcher.poll() is None
+      time.sleep(0.05)
+    launcher.send_signal(signal.SIGINT)
+    out, err = launcher.communicate(timeout=30)
+  finally:
+    if launcher.poll() is None:
+      launcher.kill()
+      launcher.communicate()
   assert launcher.returncode == 0, err
   assert sorted(out.splitlines()) == ["[0] saved", "[1] saved"]
   assert "sending SIGTERM to every process" in err
@@ -179,10 +185,19 @@ def _train(workdir: Path, processes: int, devices: int, cache: Path) -> str:
   if processes > 1:
     command = ["bash", str(LOCAL_SH), "--processes", str(processes),
                "--devices-per-process", str(devices), "--", *command]
-  done = subprocess.run(command, env=_environment(devices if processes == 1 else None, cache),
-                        capture_output=True, text=True, timeout=TIMEOUT_S)
-  assert done.returncode == 0, done.stderr[-3000:]
-  return done.stderr
+  # A session of its own: a run past its time is killed with every process
+  # the launcher started, not the launcher alone.
+  run = subprocess.Popen(command, env=_environment(devices if processes == 1 else None, cache),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+  try:
+    _, stderr = run.communicate(timeout=TIMEOUT_S)
+  except subprocess.TimeoutExpired:
+    os.killpg(run.pid, signal.SIGKILL)
+    _, stderr = run.communicate()
+    pytest.fail(f"no exit in {TIMEOUT_S} s:\n{stderr[-3000:]}")
+  assert run.returncode == 0, stderr[-3000:]
+  return stderr
 
 
 @pytest.fixture(scope="module")
