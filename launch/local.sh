@@ -12,7 +12,9 @@
 # SPECTRAL_JAX_NUM_PROCESSES=N and SPECTRAL_JAX_PROCESS_ID (its rank; the
 # trainer starts jax.distributed from them), JAX_PLATFORMS=cpu and
 # --xla_force_host_platform_device_count=D added to XLA_FLAGS. Its output
-# lines start with "[RANK] ". P defaults to a free port.
+# lines start with "[RANK] ". P defaults to a free port. COMMAND should be
+# the program itself (or exec it): signals and kills reach that process,
+# not what it starts.
 #
 # If a process fails, the others are killed at once (they would wait for it
 # in their next collective) and the script exits with the failed process's
