@@ -65,16 +65,6 @@ prefix() {  # RANK: prefixes each line of stdin with "[RANK] ", unbuffered.
 }
 
 pids=() prefixers=()
-for ((rank = 0; rank < processes; rank++)); do
-  # Each stream through its own prefixer, opened apart so that its pid can
-  # be waited for: the last lines are printed before the script exits.
-  exec {out}> >(prefix "$rank"); prefixers+=("$!")
-  exec {err}> >(prefix "$rank" >&2); prefixers+=("$!")
-  SPECTRAL_JAX_PROCESS_ID=$rank "$@" 1>&"$out" 2>&"$err" &
-  pids+=("$!")
-  exec {out}>&- {err}>&-
-done
-
 signals=0
 # shellcheck disable=SC2317  # Called by the trap.
 forward() {
@@ -84,7 +74,21 @@ forward() {
   echo "$0: sending SIG$signal to every process" >&2
   kill "-$signal" "${pids[@]}" 2>/dev/null || true
 }
+# Before the first process starts: with bash's default action a signal that
+# came while they start would end the launcher and leave them running.
 trap forward TERM INT
+for ((rank = 0; rank < processes; rank++)); do
+  # Each stream through its own prefixer, opened apart so that its pid can
+  # be waited for: the last lines are printed before the script exits.
+  exec {out}> >(prefix "$rank"); prefixers+=("$!")
+  exec {err}> >(prefix "$rank" >&2); prefixers+=("$!")
+  SPECTRAL_JAX_PROCESS_ID=$rank "$@" 1>&"$out" 2>&"$err" &
+  pids+=("$!")
+  exec {out}>&- {err}>&-
+done
+if [ "$signals" -gt 0 ]; then  # Also to the processes started after the signal.
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+fi
 
 # Polled, not `wait -n`: bash drops a killed job from the job table once it
 # has reported it, and `wait -n` would then miss it; `wait PID` still
