@@ -55,8 +55,8 @@ def print_evaluations(run: Path) -> None:
   last = evaluations[-1]
   print(f"{run.name}: evaluation at step {last['step']} (test split of its training data)")
   for name, value in sorted(last.items()):
-    if name.startswith("eval/"):
-      print(f"  {name[5:]:32s} {value:.6g}")
+    if name.startswith("eval/"):  # null: not a number (an infinite PSNR).
+      print(f"  {name[5:]:32s} {'null' if value is None else format(value, '.6g')}")
 
 
 def _lpips_function(vgg):
