@@ -94,7 +94,9 @@ def test_local_sh_kills_the_others_when_one_fails(tmp_path):
 
 
 def test_local_sh_passes_sigterm_on_to_every_process(tmp_path):
-  """SIGTERM (or Ctrl-C's SIGINT) is a preemption notice for every process."""
+  """SIGTERM (a preemption notice) reaches every process. Not SIGINT: a test
+  run started as a background job (`pytest &`, some CI runners) inherits
+  SIGINT ignored, and bash cannot trap a signal ignored when it starts."""
   # Short sleeps: a long one would outlive its shell and hold the output
   # open. At most 30 s of them: nothing is left running if the signal is lost.
   script = (f'trap "echo saved; exit 0" TERM; touch {tmp_path}/$SPECTRAL_JAX_PROCESS_ID; '
@@ -107,7 +109,7 @@ def test_local_sh_passes_sigterm_on_to_every_process(tmp_path):
     while not ((tmp_path / "0").exists() and (tmp_path / "1").exists()):
       assert time.monotonic() < deadline and launcher.poll() is None
       time.sleep(0.05)
-    launcher.send_signal(signal.SIGINT)
+    launcher.send_signal(signal.SIGTERM)
     out, err = launcher.communicate(timeout=30)
   finally:
     if launcher.poll() is None:
