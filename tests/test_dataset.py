@@ -1,5 +1,6 @@
 """The TFDS data set built from synthetic videos, end to end on small clips."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -183,3 +184,99 @@ def test_training_source_checks_the_clip_shape(data_dir):
   config.num_freqs = CONFIG.num_freqs + 1
   with pytest.raises(ValueError, match="num_freqs"):
     sources.open_source(config, "train")
+
+
+def _data_config(data_dir, **overrides):
+  import ml_collections
+  return ml_collections.ConfigDict({"dir": str(data_dir), "width": CONFIG.width,
+                                    "height": CONFIG.height, "num_freqs": CONFIG.num_freqs,
+                                    "percentile": 97.0, **overrides})
+
+
+def _train_magnitudes(data_dir) -> np.ndarray:
+  """float64 ``[K, N]``: every |x| of the train split, per bin."""
+  source = dataset.open_split(data_dir, "train")
+  values = np.stack([source[i]["spectral_volume"].astype(np.float64) for i in range(len(source))])
+  return np.abs(values).transpose(1, 0, 2, 3, 4).reshape(CONFIG.num_freqs, -1)
+
+
+def test_another_percentile_is_taken_from_the_saved_histogram(data_dir, videos, tmp_path):
+  from spectral_jax.data import sources
+  stats = sources.normalization(_data_config(data_dir, percentile=90.0))
+  assert stats.percentile == 90.0
+  np.testing.assert_allclose(stats.scales, np.percentile(_train_magnitudes(data_dir), 90, axis=1),
+                             rtol=1e-3)
+  saved = dataset.load_normalization(data_dir)
+  assert saved.percentile == 97.0 and np.all(stats.scales < saved.scales)
+  # Exactly what preparing with that percentile saves.
+  other = tmp_path / "p90"
+  prepare.prepare(videos, other, CONFIG, prepare.PrepareOptions(workers=1, test_fraction=0.0,
+                                                                percentile=90.0), progress=False)
+  np.testing.assert_array_equal(stats.scales, dataset.load_normalization(other).scales)
+  assert stats.num_values == dataset.load_normalization(other).num_values
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"num_freqs": CONFIG.num_freqs + 1}, "K=8; the config asks for 64x48, K=9"),
+    ({"width": 96}, "holds 64x48 clips with K=8; the config asks for 96x48, K=8"),
+], ids=["K", "size"])
+def test_normalization_refuses_clips_other_than_the_config(data_dir, override, message):
+  from spectral_jax.data import sources
+  with pytest.raises(ValueError, match=message) as error:
+    sources.normalization(_data_config(data_dir, **override))
+  assert "--config.data.width/height/num_freqs or prepare another data set" in str(error.value)
+
+
+def _copy_small_files(data_dir, out, *names):
+  """A data set folder with some of ``data_dir``'s small files and its TFDS
+  metadata (enough for `is_prepared`), not its shards."""
+  import shutil
+  out.mkdir()
+  for name in names:
+    shutil.copy(data_dir / name, out / name)
+  info = dataset.builder_dir(out)
+  info.mkdir(parents=True)
+  shutil.copy(dataset.builder_dir(data_dir) / "dataset_info.json", info)
+  return out
+
+
+def test_scales_measured_on_other_clips_are_refused(data_dir, tmp_path):
+  out = _copy_small_files(data_dir, tmp_path / "set", dataset.NORMALIZATION_FILE,
+                          dataset.HISTOGRAM_FILE)
+  # clip_config.json of a preparation with longer clips (other T).
+  (out / dataset.CLIP_CONFIG_FILE).write_text(
+      json.dumps(dataclasses.replace(CONFIG, num_frames=40).to_json()))
+  with pytest.raises(ValueError, match=r"clips with num_frames=32, but the data set's "
+                     r"clip_config.json has num_frames=40: .* prepare the data set again"):
+    dataset.load_normalization(out)
+
+
+def test_old_data_set_without_histogram_refuses_another_percentile(data_dir, tmp_path):
+  from spectral_jax.data import sources
+  out = _copy_small_files(data_dir, tmp_path / "old", dataset.CLIP_CONFIG_FILE)
+  # As written before the clip settings were saved beside the scales.
+  saved = json.loads((data_dir / dataset.NORMALIZATION_FILE).read_text())
+  del saved["clip"]
+  (out / dataset.NORMALIZATION_FILE).write_text(json.dumps(saved))
+  np.testing.assert_array_equal(sources.normalization(_data_config(out)).scales,
+                                dataset.load_normalization(data_dir).scales)
+  with pytest.raises(ValueError, match=r"prepared with percentile 97 and keeps no "
+                     r"abs_histogram.npz to take percentile 95 from: prepare it again with "
+                     r"--percentile 95, or .* \(--config.data.percentile=97\)"):
+    sources.normalization(_data_config(out, percentile=95.0))
+  # Its K is still checked against its clips.
+  saved["scales"] = saved["scales"][:-1]
+  (out / dataset.NORMALIZATION_FILE).write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match="clips with num_freqs=7, but .* has num_freqs=8"):
+    sources.normalization(_data_config(out))
+
+
+def test_a_histogram_from_another_preparation_is_refused(data_dir, tmp_path):
+  from spectral_jax.motion.normalize import PercentileAccumulator
+  out = _copy_small_files(data_dir, tmp_path / "set", dataset.NORMALIZATION_FILE,
+                          dataset.CLIP_CONFIG_FILE)
+  histogram = PercentileAccumulator.load(data_dir / dataset.HISTOGRAM_FILE)
+  histogram.merge(histogram).save(out / dataset.HISTOGRAM_FILE)  # Twice the values.
+  assert dataset.load_normalization(out, 97.0).percentile == 97.0  # Not needed: not read.
+  with pytest.raises(ValueError, match="different preparations"):
+    dataset.load_normalization(out, 95.0)

@@ -5,7 +5,8 @@ neither writing nor reading needs TensorFlow. Layout of a prepared folder::
 
   DATA_DIR/spectral_volumes/1.1.0/   TFDS shards, dataset_info.json
   DATA_DIR/clip_config.json          the ClipConfig the clips were made with
-  DATA_DIR/normalization.json        per-frequency scales (NormalizationStats)
+  DATA_DIR/normalization.json        per-frequency scales (NormalizationStats) and
+                                     the clip settings they were measured on
   DATA_DIR/abs_histogram.npz         histogram they came from (any percentile)
   DATA_DIR/report.json               videos, clips kept, clips dropped by reason
 """
@@ -19,8 +20,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from spectral_jax.atomic import atomic_output
 from spectral_jax.data.clips import ClipConfig
-from spectral_jax.motion.normalize import NormalizationStats
+from spectral_jax.motion.normalize import NormalizationStats, PercentileAccumulator
 
 NAME = "spectral_volumes"
 VERSION = "1.1.0"
@@ -28,6 +30,9 @@ CLIP_CONFIG_FILE = "clip_config.json"
 NORMALIZATION_FILE = "normalization.json"
 HISTOGRAM_FILE = "abs_histogram.npz"
 REPORT_FILE = "report.json"
+# The clip settings the scales depend on: |x| in pixels grows with the frame
+# size, S = rfft(D)[:K] / T depends on T, and there is one scale per bin.
+SCALE_SETTINGS = ("num_frames", "width", "height", "num_freqs")
 
 
 def features(config: ClipConfig) -> tfds.features.FeaturesDict:
@@ -97,11 +102,16 @@ def is_prepared(data_dir) -> bool:
   return (builder_dir(data_dir) / "dataset_info.json").is_file()
 
 
+def check_prepared(data_dir) -> None:
+  """Raises FileNotFoundError, saying what to run, unless `is_prepared`."""
+  if not is_prepared(data_dir):
+    raise FileNotFoundError(f"{data_dir}: no prepared data set (run `spectral-jax prepare`)")
+
+
 def open_split(data_dir, split: str = "train"):
   """Random-access source of one split's examples (dicts of NumPy arrays;
   ``video`` comes back as bytes)."""
-  if not is_prepared(data_dir):
-    raise FileNotFoundError(f"{data_dir}: no prepared data set (run `spectral-jax prepare`)")
+  check_prepared(data_dir)
   builder = tfds.builder_from_directory(str(builder_dir(data_dir)))
   if split not in builder.info.splits:
     raise KeyError(f"{data_dir}: no split {split!r}; has {sorted(builder.info.splits)}")
@@ -112,5 +122,69 @@ def load_clip_config(data_dir) -> ClipConfig:
   return ClipConfig.from_json(json.loads((Path(data_dir) / CLIP_CONFIG_FILE).read_text()))
 
 
-def load_normalization(data_dir) -> NormalizationStats:
-  return NormalizationStats.load(Path(data_dir) / NORMALIZATION_FILE)
+def save_normalization(data_dir, stats: NormalizationStats, config: ClipConfig) -> None:
+  """Writes ``normalization.json``: ``stats`` and the `SCALE_SETTINGS` of
+  ``config``, the clips they were measured on (`load_normalization` checks
+  them)."""
+  payload = {**stats.to_json(),
+             "clip": {name: getattr(config, name) for name in SCALE_SETTINGS}}
+  with atomic_output(Path(data_dir) / NORMALIZATION_FILE) as tmp:
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def load_normalization(data_dir, percentile: float | None = None) -> NormalizationStats:
+  """The data set's per-frequency scales for ``percentile``.
+
+  Args:
+    data_dir: a prepared data set.
+    percentile: of ``|x|`` per bin; None or the one the data set was
+      prepared with: the saved scales. Another one: recomputed from the
+      saved histogram of the training split, exactly what `prepare` with
+      that percentile would have saved.
+
+  Raises:
+    ValueError: the saved scales (or histogram) were measured on other clips
+      (T, size, K) than ``clip_config.json`` describes, or another
+      percentile is asked of a data set that kept no histogram.
+  """
+  data_dir = Path(data_dir)
+  clip = load_clip_config(data_dir)
+  path = data_dir / NORMALIZATION_FILE
+  saved = json.loads(path.read_text())
+  stats = NormalizationStats.from_json(saved)
+  # Data sets prepared before the settings were saved tell K only.
+  measured_on = saved.get("clip", {"num_freqs": len(stats.scales)})
+  _check_measured_on(path, measured_on, clip)
+  if percentile is None or float(percentile) == stats.percentile:
+    return stats
+  histogram_path = data_dir / HISTOGRAM_FILE
+  if not histogram_path.is_file():
+    raise ValueError(
+        f"{data_dir} was prepared with percentile {stats.percentile:g} and keeps no "
+        f"{HISTOGRAM_FILE} to take percentile {float(percentile):g} from: prepare it again "
+        f"with --percentile {float(percentile):g}, or train with percentile "
+        f"{stats.percentile:g} (--config.data.percentile={stats.percentile:g})")
+  histogram = PercentileAccumulator.load(histogram_path)
+  # The histogram must be the one the saved scales came from: same bins,
+  # same number of values.
+  num_values = int(histogram.counts[0].sum())
+  if histogram.num_freqs != clip.num_freqs or num_values != stats.num_values:
+    raise ValueError(
+        f"{histogram_path} holds {num_values} values in K={histogram.num_freqs} bins, but "
+        f"{path.name} was measured on {stats.num_values} values in K={clip.num_freqs} bins: "
+        "the two come from different preparations; prepare the data set again")
+  return NormalizationStats.from_accumulator(histogram, percentile)
+
+
+def _check_measured_on(path: Path, measured_on: dict, clip: ClipConfig) -> None:
+  """Raises ValueError if the clips ``path`` was measured on differ from
+  ``clip`` in any setting the scales depend on."""
+  differ = {name: value for name, value in measured_on.items()
+            if name in SCALE_SETTINGS and value != getattr(clip, name)}
+  if differ:
+    def describe(settings):
+      return ", ".join(f"{name}={value}" for name, value in settings.items())
+    raise ValueError(
+        f"{path} was measured on clips with {describe(differ)}, but the data set's "
+        f"{CLIP_CONFIG_FILE} has {describe({n: getattr(clip, n) for n in differ})}: the two "
+        "come from different preparations; prepare the data set again")

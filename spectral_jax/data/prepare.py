@@ -168,7 +168,7 @@ def prepare(videos_dir, data_dir, config: clips_lib.ClipConfig,
   stats_source = histograms["train"] if clip_files["train"] else histograms["test"]
   stats = NormalizationStats.from_accumulator(stats_source, options.percentile)
   stats_source.save(data_dir / dataset.HISTOGRAM_FILE)
-  stats.save(data_dir / dataset.NORMALIZATION_FILE)
+  dataset.save_normalization(data_dir, stats, config)
   _write_json(data_dir / dataset.CLIP_CONFIG_FILE, config.to_json())
   _write_json(data_dir / dataset.REPORT_FILE, report)
   # TFDS renames its finished folder into place last, so a data set that

@@ -84,15 +84,8 @@ def open_source(data_config, split: str):
   set in ``data.dir``, or synthetic scenes when it is empty (of the photos in
   ``data.synthetic.photos`` when that is set)."""
   if data_config.dir:
-    source = dataset.open_split(data_config.dir, split)  # Says if it is not prepared.
-    clip = dataset.load_clip_config(data_config.dir)
-    wanted = (data_config.width, data_config.height, data_config.num_freqs)
-    if (clip.width, clip.height, clip.num_freqs) != wanted:
-      raise ValueError(
-          f"{data_config.dir} holds {clip.width}x{clip.height} clips with K={clip.num_freqs}; "
-          f"the config asks for {wanted[0]}x{wanted[1]}, K={wanted[2]} (set "
-          "--config.data.width/height/num_freqs or prepare another data set)")
-    return source
+    _check_prepared_clips(data_config)  # Says if it is not prepared.
+    return dataset.open_split(data_config.dir, split)
   synth = data_config.synthetic
   return SyntheticExamples(
       split, num_examples=synth.num_train if split == "train" else synth.num_test,
@@ -100,6 +93,20 @@ def open_source(data_config, split: str):
       height=data_config.height, width=data_config.width, num_freqs=data_config.num_freqs,
       num_render_frames=synth.num_render_frames, max_amplitude_px=synth.max_amplitude_px,
       photos=synth.get("photos", ""))
+
+
+def _check_prepared_clips(data_config) -> None:
+  """Raises ValueError unless the prepared data set in ``data.dir`` holds
+  clips of the config's size and K (FileNotFoundError if it holds no
+  prepared data set)."""
+  dataset.check_prepared(data_config.dir)
+  clip = dataset.load_clip_config(data_config.dir)
+  wanted = (data_config.width, data_config.height, data_config.num_freqs)
+  if (clip.width, clip.height, clip.num_freqs) != wanted:
+    raise ValueError(
+        f"{data_config.dir} holds {clip.width}x{clip.height} clips with K={clip.num_freqs}; "
+        f"the config asks for {wanted[0]}x{wanted[1]}, K={wanted[2]} (set "
+        "--config.data.width/height/num_freqs or prepare another data set)")
 
 
 def clip_timing(data_config) -> tuple[int, float]:
@@ -113,15 +120,24 @@ def clip_timing(data_config) -> tuple[int, float]:
 
 
 def normalization(data_config) -> NormalizationStats:
-  """The per-frequency scales of the training data: saved beside a prepared
-  data set, or, for synthetic scenes, measured streaming over the first
-  ``synthetic.stats_examples`` training scenes. ``data.normalization =
-  "image_size"`` gives the paper's baseline instead (plain scaling)."""
+  """The per-frequency scales of the training data, for ``data.percentile``:
+  saved beside a prepared data set (recomputed from its saved histogram if
+  it was prepared with another percentile), or, for synthetic scenes,
+  measured streaming over the first ``synthetic.stats_examples`` training
+  scenes. ``data.normalization = "image_size"`` gives the paper's baseline
+  instead (plain scaling).
+
+  Raises:
+    ValueError: the prepared data set's clips are not the config's (size,
+      K), its scales were measured on other clips than it holds, or it kept
+      no histogram to take another percentile from.
+  """
   if data_config.get("normalization", "adaptive") == "image_size":
     return NormalizationStats.image_size(data_config.num_freqs, data_config.width,
                                          data_config.height)
   if data_config.dir:
-    return dataset.load_normalization(data_config.dir)
+    _check_prepared_clips(data_config)
+    return dataset.load_normalization(data_config.dir, data_config.get("percentile"))
   source = open_source(data_config, "train")
   accumulator = PercentileAccumulator.zeros(data_config.num_freqs)
   for index in range(min(len(source), data_config.synthetic.stats_examples)):
