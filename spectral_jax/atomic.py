@@ -15,6 +15,11 @@ def atomic_output(path: str | os.PathLike):
 
   The temporary name keeps the suffix of ``path`` so that writers which pick
   a format from the extension (imageio, cv2.imwrite, np.savez) still work.
+
+  Raises:
+    OSError: the block's, or the rename's; one that names no file (a full
+      disk: ``write()`` does not say where) or only the temporary one is
+      raised again naming ``path``.
   """
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,5 +35,10 @@ def atomic_output(path: str | os.PathLike):
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+  except OSError as error:
+    if error.errno is None or error.filename not in (None, str(tmp), tmp):
+      raise
+    # OSError(errno, ...) makes the subclass the errno calls for.
+    raise OSError(error.errno, error.strerror, str(path)) from error
   finally:
     tmp.unlink(missing_ok=True)

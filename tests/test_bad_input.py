@@ -3,9 +3,14 @@ subprocess): one error line naming the problem, a non-zero exit status,
 nothing left on disk.
 
 The checks run before anything heavy is imported, so each command here
-takes a fraction of a second.
+takes a fraction of a second. The bad data and full disks at the end
+(unreadable videos, ENOSPC mid-write, a data set smaller than one batch)
+run a little more: a few seconds each.
 """
 
+import errno
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -136,3 +141,167 @@ def test_shipped_configs_pass_the_range_checks(stage):
     check_config(load_config_file(CONFIGS / f"{stage}.py", variant))
   with pytest.raises(ValueError, match="config.batch_size must be at least 1, got 0"):
     check_config(load_config_file(CONFIGS / f"{stage}.py", "tiny", {"batch_size": 0}))
+
+
+# Bad data and full disks: the rest of the work goes on, or one clear error
+# and nothing half-written under a final name.
+
+_PREPARE_ARGS = ["--frames", "16", "--size", "64x48", "--K", "4", "--stride", "8",
+                 "--workers", "1", "--static-px", "0.05", "--test-fraction", "0"]
+
+
+@pytest.fixture(scope="module")
+def damaged_videos(tmp_path_factory):
+  """A folder of one good video and three damaged copies: random bytes, cut
+  in half as an interrupted download is (the index at the end is lost:
+  unreadable), and cut in half with the index first (readable up to the
+  cut)."""
+  import imageio_ffmpeg
+
+  from spectral_jax import cli
+  root = tmp_path_factory.mktemp("damaged")
+  assert cli.main(["synth", "-o", str(root), "--num", "1", "--frames", "32", "--size", "64x48",
+                   "--K", "4"]) == 0
+  good = (root / "scene_00000.mp4").read_bytes()
+  (root / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+  (root / "cut_download.mp4").write_bytes(good[:len(good) // 2])
+  faststart = root.parent / "faststart.mp4"
+  subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i",
+                  root / "scene_00000.mp4", "-c", "copy", "-movflags", "+faststart", faststart],
+                 check=True)
+  (root / "cut_faststart.mp4").write_bytes(faststart.read_bytes()[:len(good) // 2])
+  return root
+
+
+def test_prepare_skips_unreadable_videos_and_warns_of_a_truncated_one(damaged_videos, tmp_path):
+  out = tmp_path / "data"
+  result = _run([*_spectral_jax(), "prepare", damaged_videos, "-o", out, *_PREPARE_ARGS],
+                cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert "Traceback" not in result.stderr, result.stderr
+  for name in ("garbage.mp4", "cut_download.mp4"):
+    assert f"skipped {damaged_videos / name}: not a readable video" in result.stderr
+  assert (f"warning: {damaged_videos / 'cut_faststart.mp4'}: the stream ends after "
+          in result.stderr), result.stderr
+  assert result.stdout.startswith(f"{out}: prepared;"), result.stdout
+  report = json.loads((out / "report.json").read_text())
+  assert sorted(f["video"] for f in report["failed_videos"]) == ["cut_download.mp4",
+                                                                 "garbage.mp4"]
+  assert len(report["warnings"]) == 1 and "truncated file?" in report["warnings"][0]
+  kept = {s["video"]: s["kept"] for s in report["per_video"]}
+  assert kept["scene_00000.mp4"] == 3 and kept["cut_faststart.mp4"] == 0  # 32 frames; ~16.
+
+
+def test_prepare_of_only_unreadable_videos_fails_in_one_line(damaged_videos, tmp_path):
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  for name in ("garbage.mp4", "cut_download.mp4"):
+    shutil.copy(damaged_videos / name, videos)
+  out = tmp_path / "data"
+  result = _run([*_spectral_jax(), "prepare", videos, "-o", out, *_PREPARE_ARGS], cwd=tmp_path)
+  assert result.returncode == 2
+  error = _error_line(result)
+  assert error == (f"spectral-jax prepare: error: no usable clips in {videos}: clips dropped: "
+                   "none; unreadable videos: 2"), error
+  assert not out.exists()
+
+
+def _disk_full(*args, **kwargs):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_atomic_output_on_a_full_disk_keeps_the_old_file(tmp_path):
+  from spectral_jax.atomic import atomic_output
+  path = tmp_path / "stats.json"
+  path.write_text("old")
+  with pytest.raises(OSError) as error:
+    with atomic_output(path) as tmp:
+      tmp.write_text("half of the ne")
+      _disk_full()
+  # Named by the file being written, not the temporary one.
+  assert error.value.errno == errno.ENOSPC and error.value.filename == str(path)
+  assert os.listdir(tmp_path) == ["stats.json"] and path.read_text() == "old"
+  with pytest.raises(OSError, match="No space left on device: '.*new.json'"):
+    with atomic_output(tmp_path / "new.json") as tmp:
+      _disk_full()
+  assert os.listdir(tmp_path) == ["stats.json"]
+
+
+def _fill_disk_at(stage: str, out: Path, monkeypatch) -> None:
+  """Makes ``prepare`` into ``out`` run out of disk while writing ``stage``:
+  the clips of the second video extracted, the statistics (histogram)
+  beside the data set, or the data set's shards after 2 examples."""
+  from spectral_jax.atomic import atomic_output
+  from spectral_jax.data import dataset
+  from spectral_jax.motion.normalize import PercentileAccumulator
+  if stage == "clips":
+    calls = []
+    savez = np.savez
+
+    def half_written_savez(file, *args, **kwargs):
+      calls.append(file)
+      if len(calls) == 4:  # The first video has 3 clips.
+        Path(file).write_bytes(b"PK half")
+        _disk_full()
+      savez(file, *args, **kwargs)
+    monkeypatch.setattr(np, "savez", half_written_savez)
+  elif stage == "statistics":
+    save = PercentileAccumulator.save
+
+    def save_on_a_full_disk(self, path):
+      if Path(path).parent != out:
+        return save(self, path)
+      with atomic_output(path) as tmp:
+        tmp.write_bytes(b"PK half")
+        _disk_full()
+    monkeypatch.setattr(PercentileAccumulator, "save", save_on_a_full_disk)
+  else:
+    generate = dataset.SpectralVolumes._generate_examples
+
+    def generate_on_a_full_disk(self, files):
+      for index, example in enumerate(generate(self, files)):
+        if index == 2:
+          _disk_full()
+        yield example
+    monkeypatch.setattr(dataset.SpectralVolumes, "_generate_examples", generate_on_a_full_disk)
+
+
+@pytest.mark.parametrize("stage", ["clips", "statistics", "data_set"])
+def test_prepare_on_a_full_disk_fails_cleanly_and_resumes(damaged_videos, tmp_path, monkeypatch,
+                                                          capsys, stage):
+  from spectral_jax import cli
+  from spectral_jax.data import dataset
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  for copy in ("a.mp4", "b.mp4"):
+    shutil.copy(damaged_videos / "scene_00000.mp4", videos / copy)
+  out = tmp_path / "data"
+  argv = ["prepare", str(videos), "-o", str(out), *_PREPARE_ARGS]
+  with monkeypatch.context() as patch:
+    _fill_disk_at(stage, out, patch)
+    assert cli.main(argv) == 2
+  stderr = capsys.readouterr().err
+  assert "Traceback" not in stderr
+  error = stderr.splitlines()[-1]
+  assert error.startswith(f"spectral-jax prepare: error: {out}: no space left on the device"), error
+  assert error.endswith("free some and run the same command again: the videos extracted so "
+                        "far are not redone"), error
+  if stage == "statistics":
+    assert f"(writing {out / dataset.HISTOGRAM_FILE})" in error, error
+  assert not dataset.is_prepared(out)
+  leftovers = [p.relative_to(out).as_posix() for p in out.rglob("*")]
+  assert not [p for p in leftovers if ".tmp" in p or p.endswith(".partial")], leftovers
+  if stage != "data_set":
+    assert not (out / dataset.NORMALIZATION_FILE).exists()
+  # With space again, the same command finishes the job.
+  assert cli.main(argv) == 0
+  assert dataset.is_prepared(out) and len(dataset.open_split(out, "train")) == 6
+
+
+def test_train_on_fewer_examples_than_one_batch_fails_in_one_line(tmp_path):
+  result = _run([sys.executable, "-m", "spectral_jax.train", "--config",
+                 f"{CONFIGS / 'vae.py'}:tiny", "--workdir", tmp_path / "run", "--no_progress",
+                 "--config.data.synthetic.num_train=1", "--config.batch_size=2"], cwd=tmp_path)
+  assert result.returncode == 1
+  error = _error_line(result)
+  assert error == "error: 1 examples are too few for a global batch of 2 over 1 processes", error

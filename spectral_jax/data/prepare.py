@@ -7,7 +7,8 @@ Two phases:
    ``DATA_DIR/.cache/<config>/<video>/`` (one ``.npz`` per clip, the video's
    ``|x|`` histogram and a summary). An interrupted run is resumed by running
    the same command again: finished videos are not redone. A video that
-   cannot be read is reported and skipped.
+   cannot be read is reported and skipped; one that can be read only in
+   part (a truncated file) is used, with a warning.
 2. Writing: normalization statistics from the training videos' merged
    histograms, then the TFDS data set from the cached clips; the cache is
    removed at the end.
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import io
 import json
 import multiprocessing
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,28 +89,47 @@ def _cache_entry(cache_dir: Path, path: Path, key: str) -> Path:
 
 def extract_video(path: Path, key: str, entry: Path, config: clips_lib.ClipConfig) -> dict:
   """Phase 1 for one video; runs in a worker. Returns its summary (with an
-  ``error`` message instead if the video cannot be read)."""
+  ``error`` message instead if the video cannot be read; with ``warnings``
+  if it could be read only in part)."""
   partial = entry.with_name(entry.name + ".partial")
   shutil.rmtree(partial, ignore_errors=True)
   partial.mkdir(parents=True)
   histogram = PercentileAccumulator.zeros(config.num_freqs)
   summary = {"video": key, "kept": 0, "dropped": dict.fromkeys(clips_lib.DROP_REASONS, 0)}
   try:
-    for start, example, reason in clips_lib.video_examples(path, config, video_key=key):
-      if example is None:
-        summary["dropped"][reason] += 1
-        continue
-      histogram.update(example["spectral_volume"])
-      np.savez(partial / f"clip_{start:07d}.npz", **example)
-      summary["kept"] += 1
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always", video_io.VideoWarning)
+      for start, example, reason in clips_lib.video_examples(path, config, video_key=key):
+        if example is None:
+          summary["dropped"][reason] += 1
+          continue
+        histogram.update(example["spectral_volume"])
+        np.savez(partial / f"clip_{start:07d}.npz", **example)
+        summary["kept"] += 1
+    _pass_on_other_warnings(caught)
+    notes = [str(w.message) for w in caught if issubclass(w.category, video_io.VideoWarning)]
+    if notes:
+      summary["warnings"] = notes
+    histogram.save(partial / dataset.HISTOGRAM_FILE)
+    (partial / SUMMARY_FILE).write_text(json.dumps(summary))
   except video_io.VideoError as error:
     shutil.rmtree(partial, ignore_errors=True)
     return {"video": key, "error": str(error)}
-  histogram.save(partial / dataset.HISTOGRAM_FILE)
-  (partial / SUMMARY_FILE).write_text(json.dumps(summary))
+  except BaseException:
+    # A full disk, say: free what this video took; the run stops.
+    shutil.rmtree(partial, ignore_errors=True)
+    raise
   shutil.rmtree(entry, ignore_errors=True)
   partial.rename(entry)
   return summary
+
+
+def _pass_on_other_warnings(caught) -> None:
+  """Re-issues the warnings `catch_warnings` recorded that are not
+  `VideoWarning`s, which `extract_video` reports itself."""
+  for w in caught:
+    if not issubclass(w.category, video_io.VideoWarning):
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _extract_task(args):
@@ -120,10 +142,25 @@ def prepare(videos_dir, data_dir, config: clips_lib.ClipConfig,
 
   Returns the report (also written to ``data_dir/report.json``).
   Raises:
-    PrepareError: no videos, a data set of other settings already there, or
-      no clip survived.
+    PrepareError: no videos, a data set of other settings already there, no
+      clip survived, or the disk filled up (nothing is then left under a
+      final name; the videos extracted so far are kept for the next run).
   """
-  videos_dir, data_dir = Path(videos_dir), Path(data_dir)
+  try:
+    return _prepare(Path(videos_dir), Path(data_dir), config, options, progress)
+  except OSError as error:
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    # The file a write failed on is often not named (a plain write() does
+    # not say); data_dir is where everything goes.
+    where = f" (writing {error.filename})" if error.filename else ""
+    raise PrepareError(
+        f"{data_dir}: no space left on the device{where}; free some and run the same "
+        "command again: the videos extracted so far are not redone") from error
+
+
+def _prepare(videos_dir: Path, data_dir: Path, config: clips_lib.ClipConfig,
+             options: PrepareOptions, progress: bool) -> dict:
   try:
     paths = video_io.list_videos(videos_dir)
   except video_io.VideoError as error:
@@ -189,14 +226,16 @@ def _extract_all(pending, summaries: dict, workers: int, progress: bool, *,
   """Runs `extract_video` over ``pending``; fills ``summaries``, returns the
   failures."""
   failures = []
-  bar = tqdm.tqdm(total=total, initial=initial, unit="video", disable=not progress,
-                  desc="extracting clips")
   kept = sum(s["kept"] for s in summaries.values())
-  bar.set_postfix(clips=kept, failed=0)
   # Workers are spawned, not forked: the parent may hold threads (TFDS,
   # imageio readers) that must not be copied mid-state.
   context = multiprocessing.get_context("spawn")
-  with context.Pool(max(1, workers)) if pending and workers > 1 else _InlinePool() as pool:
+  # The bar is closed whatever happens, so that an error message starts its
+  # own line.
+  with (tqdm.tqdm(total=total, initial=initial, unit="video", disable=not progress,
+                  desc="extracting clips") as bar,
+        context.Pool(max(1, workers)) if pending and workers > 1 else _InlinePool() as pool):
+    bar.set_postfix(clips=kept, failed=0)
     for summary in pool.imap_unordered(_extract_task, pending):
       if "error" in summary:
         failures.append(summary)
@@ -204,9 +243,10 @@ def _extract_all(pending, summaries: dict, workers: int, progress: bool, *,
       else:
         summaries[summary["video"]] = summary
         kept += summary["kept"]
+        for note in summary.get("warnings", []):
+          tqdm.tqdm.write(f"warning: {note}", file=sys.stderr)
       bar.update(1)
       bar.set_postfix(clips=kept, failed=len(failures))
-  bar.close()
   return failures
 
 
@@ -233,6 +273,7 @@ def _report(settings: dict, summaries: list[dict], failures: list[dict], clip_fi
       "clips": {split: len(files) for split, files in clip_files.items()},
       "dropped": dropped,
       "failed_videos": failures,
+      "warnings": [note for summary in summaries for note in summary.get("warnings", [])],
       "per_video": summaries,
   }
 

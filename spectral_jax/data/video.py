@@ -29,6 +29,18 @@ class VideoError(ValueError):
   """A video that cannot be used; the message is meant for the user."""
 
 
+class VideoWarning(UserWarning):
+  """A video that can be used only in part (e.g. truncated); the message is
+  meant for the user."""
+
+
+# A stream this much shorter than its header's duration says is reported as
+# truncated: frame-rate resampling and rounded durations differ by a frame
+# or two, and an audio track may outlast the video by a little.
+_TRUNCATED_FRACTION = 0.9
+_TRUNCATED_FRAMES = 2
+
+
 def parse_size(text: str) -> tuple[int, int]:
   """``"256x160"`` → ``(256, 160)`` as (width, height)."""
   match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
@@ -46,6 +58,9 @@ def iter_frames(path, *, fps: float, size: tuple[int, int]) -> Iterator[np.ndarr
 
   Raises:
     VideoError: the file is missing or is not a readable video.
+  Warns:
+    VideoWarning: the stream ends well before the duration its header gives
+      (a truncated file); the frames before that are yielded.
   """
   path = Path(path)
   if not path.is_file():
@@ -55,19 +70,36 @@ def iter_frames(path, *, fps: float, size: tuple[int, int]) -> Iterator[np.ndarr
   filters = f"fps={fps:g},{crop},scale={width}:{height}:flags=area,setsar=1"
   try:
     reader = imageio_ffmpeg.read_frames(str(path), output_params=["-vf", filters])
-    next(reader)  # Metadata; raises if ffmpeg cannot open the stream.
+    meta = next(reader)  # Raises if ffmpeg cannot open the stream.
   except (OSError, RuntimeError, StopIteration) as error:
     raise VideoError(f"{path}: not a readable video ({_first_line(error)})") from None
   frame_bytes = width * height * 3
+  num_frames = 0
   try:
     for buffer in reader:
       if len(buffer) != frame_bytes:
         raise VideoError(f"{path}: truncated frame from the decoder")
+      num_frames += 1
       yield np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
+    _warn_if_truncated(path, num_frames, fps, meta.get("duration"))
   except (OSError, RuntimeError) as error:
     raise VideoError(f"{path}: decoding failed ({_first_line(error)})") from None
   finally:
     reader.close()
+
+
+def _warn_if_truncated(path: Path, num_frames: int, fps: float, duration) -> None:
+  """Warns (`VideoWarning`) when ``num_frames`` decoded at ``fps`` fall well
+  short of the header's ``duration`` (seconds; None or 0 when unknown).
+  ffmpeg decodes a file cut short up to the cut and exits without error."""
+  try:
+    expected = float(duration) * fps
+  except (TypeError, ValueError):
+    return
+  if num_frames < min(_TRUNCATED_FRACTION * expected, expected - _TRUNCATED_FRAMES):
+    warnings.warn(f"{path}: the stream ends after {num_frames} frames at {fps:g} fps, "
+                  f"~{expected:.0f} expected from its {float(duration):g} s duration "
+                  f"(truncated file?); using the {num_frames}", VideoWarning, stacklevel=3)
 
 
 def read_clip(path, *, num_frames: int, fps: float, size: tuple[int, int],
