@@ -227,6 +227,20 @@ def test_atomic_output_on_a_full_disk_keeps_the_old_file(tmp_path):
   assert os.listdir(tmp_path) == ["stats.json"]
 
 
+def test_export_on_a_full_disk_keeps_the_old_export(tmp_path):
+  # The folder `spectral-jax export` writes, the way `export.write` does.
+  from spectral_jax.inference import export
+  out = tmp_path / "export"
+  out.mkdir()
+  (out / "model.json").write_text("old")
+  with pytest.raises(OSError, match="No space left on device"):
+    with export._atomic_directory(out) as tmp:  # pylint: disable=protected-access
+      (tmp / "motion.safetensors").write_bytes(b"half")
+      _disk_full()
+  assert os.listdir(tmp_path) == ["export"] and os.listdir(out) == ["model.json"]
+  assert (out / "model.json").read_text() == "old"
+
+
 def _fill_disk_at(stage: str, out: Path, monkeypatch) -> None:
   """Makes ``prepare`` into ``out`` run out of disk while writing ``stage``:
   the clips of the second video extracted, the statistics (histogram)
