@@ -76,6 +76,13 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
       # "adaptive" (the paper: percentile per frequency, signed square root)
       # or "image_size" (the baseline it is compared against).
       "normalization": "adaptive",
+      # Processes that read, make (synthetic scenes) and normalize training
+      # batches, each a whole batch at a time (Grain's `mp_prefetch`,
+      # `data/pipeline.py`); 0: one thread of the training process reads
+      # one batch ahead. A synthetic paper-size scene takes ~0.35 s of a CPU
+      # core: `tools/benchmark.py input` says how many workers keep up with
+      # a device. Any count gives the same batches.
+      "worker_count": 0,
       "synthetic": {"num_train": 4096, "num_test": 64, "seed": 0,
                     "num_frames": 32 if tiny else 150, "fps": 30.0,
                     "num_render_frames": 0, "max_amplitude_px": 4.0,
@@ -167,6 +174,7 @@ _RANGES = {
     "data.num_freqs": _int(1),
     "data.percentile": _real(0, 100, low_open=True),
     "data.normalization": ("adaptive", "image_size"),
+    "data.worker_count": _int(0),
     "data.synthetic.num_train": _int(1),
     "data.synthetic.num_test": _int(1),
     "data.synthetic.num_frames": _int(2),

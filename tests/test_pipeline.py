@@ -1,9 +1,10 @@
 """Sharded, shuffled, resumable batches."""
 
+import cloudpickle
 import numpy as np
 import pytest
 
-from spectral_jax.data import pipeline
+from spectral_jax.data import pipeline, sources
 from spectral_jax.motion.normalize import NormalizationStats
 
 
@@ -59,6 +60,57 @@ def test_resume_from_state_gives_the_same_stream():
   assert _ids(resumed, 4) == uninterrupted[3:]
 
 
+def test_worker_processes_give_the_same_stream_and_resume_at_any_position():
+  """Batches built in 2 worker processes (transform included) are those of
+  one thread; a state saved without workers resumes with them."""
+  keep_ids = pipeline.normalized_spectral(NormalizationStats(np.ones(1, np.float32), 97.0, 1),
+                                          ("id",))
+  make = lambda workers: pipeline.ShardedBatches(
+      _source(40), global_batch_size=8, seed=1, process_index=1, process_count=2,
+      transform=keep_ids, worker_count=workers)
+  uninterrupted = _ids(make(0), 9)  # Into a second epoch (5 batches each).
+  resumed = make(2)
+  resumed.set_state({"epoch": 0, "batch": 3})
+  try:
+    batches = [next(resumed) for _ in range(6)]
+    assert [b["id"].tolist() for b in batches] == uninterrupted[3:]
+    assert all(list(b) == ["id"] for b in batches)  # Transformed in the workers.
+    assert resumed.get_state() == {"epoch": 1, "batch": 4}
+  finally:
+    resumed.close()
+
+
+class _CountingSource:
+  """A list source that records which indices were read."""
+
+  def __init__(self, size):
+    self.examples, self.read = _source(size), []
+
+  def __len__(self):
+    return len(self.examples)
+
+  def __getitem__(self, index):
+    self.read.append(int(index))
+    return self.examples[index]
+
+
+def test_a_process_reads_only_its_own_rows():
+  source = _CountingSource(20)
+  batches = pipeline.ShardedBatches(source, global_batch_size=8, seed=2, process_index=0,
+                                    process_count=2, num_epochs=1)
+  ids = sum((b["id"].tolist() for b in batches), [])
+  assert sorted(source.read) == sorted(ids) and len(ids) == 8  # 2 batches of 4 rows.
+
+
+def test_synthetic_source_survives_the_trip_to_a_worker():
+  """Workers receive the source by cloudpickle (Grain's `mp_prefetch`)."""
+  source = sources.SyntheticExamples("train", num_examples=3, num_frames=8, fps=30.0,
+                                     height=16, width=16, num_freqs=2)
+  copy = cloudpickle.loads(cloudpickle.dumps(source))
+  for key, value in source[2].items():
+    np.testing.assert_array_equal(copy[2][key], value)
+
+
 def test_unshuffled_order_and_epoch_limit():
   batches = pipeline.ShardedBatches(_source(5), global_batch_size=2, seed=0, shuffle=False,
                                     process_index=0, process_count=1, num_epochs=2)
@@ -72,6 +124,9 @@ def test_bad_batch_sizes():
   with pytest.raises(ValueError, match="too few"):
     pipeline.ShardedBatches(_source(3), global_batch_size=4, seed=0, process_index=0,
                             process_count=1)
+  with pytest.raises(ValueError, match="worker_count must be at least 0"):
+    pipeline.ShardedBatches(_source(4), global_batch_size=4, seed=0, process_index=0,
+                            process_count=1, worker_count=-1)
 
 
 def test_normalized_spectral_transform():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import grain
 import jax
 
 from spectral_jax import sharding
@@ -14,10 +15,10 @@ from spectral_jax.data.pipeline import ShardedBatches
 def train_batches(source, config, transform, process_index: int,
                   process_count: int) -> ShardedBatches:
   """Shuffled, endless, resumable batches of ``config.batch_size`` examples
-  over all processes."""
+  over all processes, read by ``config.data.worker_count`` processes."""
   return ShardedBatches(source, global_batch_size=config.batch_size, seed=config.seed,
                         process_index=process_index, process_count=process_count,
-                        transform=transform)
+                        transform=transform, worker_count=config.data.worker_count)
 
 
 def open_test_source(config):
@@ -43,9 +44,17 @@ def open_test_source(config):
 def eval_batches(source, config, transform, mesh, num_batches: int) -> Iterator[dict]:
   """The first ``num_batches`` batches of a held-out ``source``, in order, as
   global arrays on ``mesh`` (fewer if the source is short)."""
-  batches = ShardedBatches(source, global_batch_size=config.batch_size, seed=0, shuffle=False,
+  num_batches = min(num_batches, len(source) // config.batch_size)
+  if not num_batches:
+    return
+  # Only the examples evaluated on: workers then read no batch beyond them.
+  head = grain.MapDataset.source(source)[:num_batches * config.batch_size]
+  batches = ShardedBatches(head, global_batch_size=config.batch_size, seed=0, shuffle=False,
                            process_index=jax.process_index(),
                            process_count=jax.process_count(), transform=transform,
-                           num_epochs=1)
-  for _, batch in zip(range(min(num_batches, batches.batches_per_epoch)), batches):
-    yield sharding.global_batch(batch, mesh)
+                           num_epochs=1, worker_count=config.data.worker_count)
+  try:
+    for batch in batches:
+      yield sharding.global_batch(batch, mesh)
+  finally:
+    batches.close()  # Also when the caller stops early.

@@ -251,6 +251,7 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
         batch = next(batches)
   finally:
     bar.close()
+    batches.close()  # Its worker processes, if any.
     mngr.wait_until_finished()
     mngr.close()
     writer.close()
