@@ -188,6 +188,7 @@ _RANGES = {
     "eval.guidance_scale": _real(0),
     "diffusion.cond_drop": _real(0, 1),
     "diffusion.schedule.num_steps": _int(1),
+    "diffusion.prediction": ("epsilon", "v"),
     "sampling.num_steps": _int(1),
     "sampling.guidance_scale": _real(0),
     "sampling.eta": _real(0, 1),  # 0: deterministic DDIM, 1: ancestral.
@@ -217,6 +218,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.{field} {problem}")
   if "distributed" in config:
     _check_distributed(config.distributed)
+  if "diffusion" in config:
+    _check_diffusion(config.diffusion)
+
+
+def _check_diffusion(settings: ml_collections.ConfigDict) -> None:
+  """At zero terminal SNR the top step's noise is ``z_t`` itself: an
+  ε-predicting network learns nothing there (`diffusion.schedules`)."""
+  if (settings.schedule.get("zero_terminal_snr", False)
+      and settings.get("prediction", "epsilon") == "epsilon"):
+    raise ValueError("config.diffusion.schedule.zero_terminal_snr needs "
+                     "config.diffusion.prediction='v'")
 
 
 def _check_distributed(settings: ml_collections.ConfigDict) -> None:

@@ -23,7 +23,8 @@ NUM_SAMPLES = 8192
 # The sampler as a caller jits it: network and options static, so each
 # configuration compiles once (eagerly, `lax.scan` retraces every call).
 _sample = jax.jit(diffusion.ddim_sample, static_argnums=(0, 3), static_argnames=(
-    "num_steps", "eta", "guidance_scale", "guidance_loss", "recurrence_steps", "clip_x0"))
+    "num_steps", "eta", "guidance_scale", "guidance_loss", "recurrence_steps", "clip_x0",
+    "prediction"))
 
 
 def _gaussian_eps(schedule, mu, var):
@@ -34,6 +35,20 @@ def _gaussian_eps(schedule, mu, var):
     a = schedule.alphas_cumprod[t][:, None]
     return jnp.sqrt(1 - a) * (z - jnp.sqrt(a) * mu) / (a * var + 1 - a)
   return eps
+
+
+def _gaussian_v(schedule, mu, var):
+  """Optimal ``v(z [B, D], t [B]) -> [B, D]`` for data ``N(mu, diag(var))``:
+  ``sqrt(a) eps* - sqrt(1 - a) E[x0 | z]``, defined at ``a = 0`` too (where
+  it is ``-mu``)."""
+  mu, var = jnp.asarray(mu, jnp.float32), jnp.asarray(var, jnp.float32)
+  eps = _gaussian_eps(schedule, mu, var)
+
+  def v(z, t):
+    a = schedule.alphas_cumprod[t][:, None]
+    x0 = mu + jnp.sqrt(a) * var * (z - jnp.sqrt(a) * mu) / (a * var + 1 - a)
+    return jnp.sqrt(a) * eps(z, t) - jnp.sqrt(1 - a) * x0
+  return v
 
 
 def _unconditional(eps):
@@ -130,13 +145,75 @@ def test_sample_timesteps_cover_the_range():
   np.testing.assert_allclose(np.bincount(t) / t.size, 0.1, atol=0.01)
 
 
-def test_epsilon_loss_is_mse_with_optional_per_example_weights():
-  eps_pred = jnp.arange(24.0).reshape(2, 3, 4)
-  eps = jnp.zeros_like(eps_pred)
+def test_prediction_loss_is_mse_with_optional_per_example_weights():
+  output = jnp.arange(24.0).reshape(2, 3, 4)
+  target = jnp.zeros_like(output)
   per_example = np.square(np.arange(24.0)).reshape(2, 12).mean(1)
-  np.testing.assert_allclose(diffusion.epsilon_loss(eps_pred, eps), per_example.mean())
-  weighted = diffusion.epsilon_loss(eps_pred, eps, jnp.array([0.0, 2.0]))
+  np.testing.assert_allclose(diffusion.prediction_loss(output, target), per_example.mean())
+  weighted = diffusion.prediction_loss(output, target, jnp.array([0.0, 2.0]))
   np.testing.assert_allclose(weighted, per_example[1])
+
+
+def test_zero_terminal_snr_rescales_sqrt_alphabar_to_end_at_zero():
+  plain = diffusion.make_schedule("scaled_linear")
+  schedule = diffusion.make_schedule("scaled_linear", zero_terminal_snr=True)
+  # Reference in float64: sqrt(alphabar) mapped affinely, first value kept,
+  # last sent to 0 (Lin et al. 2024, Algorithm 1).
+  betas = np.linspace(math.sqrt(0.00085), math.sqrt(0.012), 1000, dtype=np.float64) ** 2
+  root = np.sqrt(np.cumprod(1 - betas))
+  expected = ((root - root[-1]) * root[0] / (root[0] - root[-1])) ** 2
+  np.testing.assert_allclose(schedule.alphas_cumprod, expected, rtol=1e-5, atol=1e-9)
+  assert float(schedule.alphas_cumprod[-1]) == 0.0 and float(schedule.betas[-1]) == 1.0
+  np.testing.assert_allclose(schedule.alphas_cumprod[0], plain.alphas_cumprod[0], rtol=1e-6)
+  np.testing.assert_allclose(np.cumprod(1 - np.asarray(schedule.betas, np.float64)),
+                             expected, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("zero_terminal_snr", [False, True])
+def test_v_target_implies_the_clean_latent_and_the_noise(zero_terminal_snr):
+  schedule = diffusion.make_schedule("linear", zero_terminal_snr=zero_terminal_snr)
+  keys = jax.random.split(jax.random.key(0), 2)
+  z0 = jax.random.normal(keys[0], (4, 5, 3))
+  noise = jax.random.normal(keys[1], z0.shape)
+  t = jnp.array([0, 400, 998, 999], jnp.int32)
+  z_t = diffusion.add_noise(schedule, z0, noise, t)
+  v = diffusion.regression_target(schedule, z0, noise, t, "v")
+  a = np.asarray(schedule.alphas_cumprod, np.float64)[np.asarray(t)][:, None, None]
+  np.testing.assert_allclose(v, np.sqrt(a) * noise - np.sqrt(1 - a) * z0, rtol=1e-5, atol=1e-6)
+  x0, eps = diffusion.x0_and_eps(z_t, v, schedule.alphas_cumprod[t], "v")
+  np.testing.assert_allclose(x0, z0, atol=1e-5)
+  np.testing.assert_allclose(eps, noise, atol=1e-5)
+  np.testing.assert_array_equal(diffusion.regression_target(schedule, z0, noise, t, "epsilon"),
+                                noise)
+  with pytest.raises(ValueError, match="prediction"):
+    diffusion.regression_target(schedule, z0, noise, t, "x0")
+
+
+def test_v_prediction_samples_what_epsilon_prediction_does():
+  # The same optimal network, predicting ε or v: every DDIM path (guidance,
+  # loss guidance, ancestral noise) gives the same samples.
+  schedule = diffusion.make_schedule("linear", num_steps=100, beta_start=1e-3, beta_end=0.2)
+  by_eps = _unconditional(_gaussian_eps(schedule, MU, VAR))
+  by_v = _unconditional(_gaussian_v(schedule, MU, VAR))
+  options = dict(num_steps=20, eta=0.5, guidance_scale=1.0, guidance_weight=0.3,
+                 guidance_loss=lambda x0: jnp.sum(x0**2))
+  from_eps = _sample(by_eps, schedule, jax.random.key(8), (256, 3), **options)
+  from_v = _sample(by_v, schedule, jax.random.key(8), (256, 3), prediction="v", **options)
+  np.testing.assert_allclose(from_v, from_eps, rtol=1e-4, atol=1e-4)
+
+
+def test_v_prediction_at_zero_terminal_snr_samples_the_data():
+  schedule = diffusion.make_schedule("linear", zero_terminal_snr=True)
+  v_fn = _unconditional(_gaussian_v(schedule, MU, VAR))
+  samples = _sample(v_fn, schedule, jax.random.key(10), (NUM_SAMPLES, 3), num_steps=250,
+                    prediction="v")
+  # Unlike the plain schedule's, the start N(0, 1) is the exact marginal at
+  # the top step; what is left is discretization.
+  _assert_moments(samples, MU, VAR, bias=0.03)
+  guided = _sample(v_fn, schedule, jax.random.key(10), (64, 3), num_steps=25, prediction="v",
+                   guidance_loss=lambda x0: jnp.sum(x0**2), guidance_weight=0.1,
+                   recurrence_steps=2)
+  assert np.all(np.isfinite(guided))
 
 
 def test_trailing_timesteps():

@@ -312,3 +312,38 @@ def test_command_line(tmp_path):
   assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
   bad = subprocess.run(command[:-1] + ["--config.mesh.fsdp=3"], capture_output=True, text=True)
   assert bad.returncode != 0 and "mesh" in bad.stderr
+
+
+def test_v_prediction_at_zero_terminal_snr_trains_and_stage2_must_match(one_device_runs,
+                                                                        tmp_path):
+  """Stage 1 predicting v on a zero-terminal-SNR schedule (the `demo`
+  setting) trains and logs its loss and held-out error under v's name; a
+  stage 2 that would start from it with the ε setting is refused before
+  any step."""
+  out, _ = one_device_runs
+  config = train_configs.load_config("ldm_pretrain")
+  config.vae_from = str(out / "vae")
+  config.num_steps = 1
+  config.diffusion.prediction = "v"
+  config.diffusion.schedule.zero_terminal_snr = True
+  train.run(config, tmp_path / "ldm1", progress=False)
+  first, evaluation = metrics.read_metrics(tmp_path / "ldm1")[0], _last_eval(tmp_path / "ldm1")
+  assert np.isfinite(first["v_mse"]) and "eps_mse" not in first
+  assert np.isfinite(evaluation["eval/heldout_v_mse"])
+  assert np.isfinite(evaluation["eval/sample_l1_px"])
+
+  stage2 = train_configs.load_config("ldm_freq_attn")
+  stage2.vae_from, stage2.init_from = str(out / "vae"), str(tmp_path / "ldm1")
+  with pytest.raises(ValueError, match="predicting 'v'"):
+    train.run(stage2, tmp_path / "ldm2", progress=False)
+  assert not (tmp_path / "ldm2" / checkpoint.CHECKPOINT_DIR).exists()
+
+
+def test_zero_terminal_snr_needs_v_prediction():
+  from spectral_jax.config_base import check_config
+  config = train_configs.load_config("ldm_pretrain")
+  config.diffusion.schedule.zero_terminal_snr = True
+  with pytest.raises(ValueError, match="prediction='v'"):
+    check_config(config)
+  config.diffusion.prediction = "v"
+  check_config(config)

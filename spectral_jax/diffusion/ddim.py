@@ -12,6 +12,10 @@ Conventions:
 * Universal guidance (Bansal et al., 2023):
   ``eps += u * sqrt(1 - alphabar_t) * grad_{z_t} L(x0(z_t))``, differentiating
   through the network, with optional self-recurrence.
+* The network predicts ε or ``v`` (``prediction``, `training.x0_and_eps`);
+  a step needs both the clean latent and the noise, derived from either.
+  Guidance combines raw outputs: both conversions are affine in the output
+  with weights that sum to one, so guiding ``v`` is guiding ε.
 * ``x0`` is not clipped unless asked: latents have no fixed range.
 
 The loop is one `jax.lax.scan` (`ddim_steps`), which may also run the plan
@@ -29,11 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from spectral_jax.diffusion.schedules import Schedule
-from spectral_jax.diffusion.training import predict_x0
+from spectral_jax.diffusion.training import x0_and_eps
 
-# eps_fn(z_t [B, ...] float32, t [B] int32, cond_mask [B] bool) -> eps [B, ...]:
-# the network with its parameters closed over. cond_mask True uses the image
-# condition, False the dropped (unconditional) one.
+# eps_fn(z_t [B, ...] float32, t [B] int32, cond_mask [B] bool) -> [B, ...]:
+# the network with its parameters closed over, predicting ε (or v, with
+# prediction="v"). cond_mask True uses the image condition, False the
+# dropped (unconditional) one.
 EpsFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -98,7 +103,7 @@ def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.
                eta: float = 0.0, guidance_scale: float = 0.0,
                guidance_loss: Callable[[jax.Array], jax.Array] | None = None,
                guidance_weight: float | jax.Array = 0.0, recurrence_steps: int = 1,
-               clip_x0: float | None = None) -> jax.Array:
+               clip_x0: float | None = None, prediction: str = "epsilon") -> jax.Array:
   """Runs the steps of ``plan`` (all of `ddim_start`'s, or a slice) from
   latents ``z`` ``[B, ...]``, in one `jax.lax.scan`.
 
@@ -120,6 +125,7 @@ def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.
       re-noising the stepped latent back to ``t`` with fresh noise. 1 = none.
     clip_x0: if set, clip ``x0`` to ``[-clip_x0, clip_x0]`` and take the
       noise consistent with it.
+    prediction: static, what ``eps_fn`` predicts: ``"epsilon"`` or ``"v"``.
   Returns:
     ``[B, ...]`` float32 latents after the plan's last step (clean latents
     after the whole plan).
@@ -131,27 +137,31 @@ def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.
   shape = z.shape
   batch = shape[0]
 
-  def guided_eps(z, t):
-    """``[B, ...]`` classifier-free guided noise at ``t`` ``[B]``."""
+  def guided_output(z, t):
+    """``[B, ...]`` classifier-free guided network output at ``t`` ``[B]``."""
     if guidance_scale == 0:
       return eps_fn(z, t, jnp.ones((batch,), bool)).astype(z.dtype)
     cond_mask = jnp.arange(2 * batch) < batch
     both = eps_fn(jnp.concatenate([z, z]), jnp.concatenate([t, t]), cond_mask).astype(z.dtype)
-    eps_cond, eps_uncond = both[:batch], both[batch:]
-    return (1 + guidance_scale) * eps_cond - guidance_scale * eps_uncond
+    cond, uncond = both[:batch], both[batch:]
+    return (1 + guidance_scale) * cond - guidance_scale * uncond
 
   def step(z, t, a, a_prev, key):
     """One DDIM update ``z_t [B, ...]`` → ``z_{t_prev}``; ``a`` = alphabar."""
     t_batch = jnp.full((batch,), t, jnp.int32)
     if guidance_loss is None:
-      eps = guided_eps(z, t_batch)
+      x0, eps = x0_and_eps(z, guided_output(z, t_batch), a, prediction)
     else:
       def loss(z):
-        eps = guided_eps(z, t_batch)
-        return guidance_loss(predict_x0(schedule, z, eps, t_batch)), eps
-      grad, eps = jax.grad(loss, has_aux=True)(z)
-      eps = eps + guidance_weight * jnp.sqrt(1 - a) * grad
-    x0 = predict_x0(schedule, z, eps, t_batch)
+        x0, eps = x0_and_eps(z, guided_output(z, t_batch), a, prediction)
+        return guidance_loss(x0), (x0, eps)
+      grad, (x0, eps) = jax.grad(loss, has_aux=True)(z)
+      shift = guidance_weight * jnp.sqrt(1 - a) * grad
+      eps = eps + shift
+      # The x0 the shifted noise implies. At alphabar = 0 (the first step of
+      # a zero-terminal-SNR schedule) no x0 is consistent with any noise:
+      # there the guidance moves only the noise direction.
+      x0 = jnp.where(a > 0, x0 - jnp.sqrt(1 - a) * shift / jnp.sqrt(jnp.maximum(a, 1e-20)), x0)
     if clip_x0 is not None:
       x0 = jnp.clip(x0, -clip_x0, clip_x0)
       eps = (z - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)

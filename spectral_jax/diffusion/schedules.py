@@ -31,7 +31,8 @@ class Schedule(NamedTuple):
 
   Attributes:
     betas: ``[N]`` float32 per-step noise variances ``beta_t``.
-    alphas_cumprod: ``[N]`` float32 ``alphabar_t``, decreasing from ~1.
+    alphas_cumprod: ``[N]`` float32 ``alphabar_t``, decreasing from ~1 (to
+      exactly 0 with ``zero_terminal_snr``).
   """
   betas: jax.Array
   alphas_cumprod: jax.Array
@@ -50,8 +51,26 @@ def _cosine_betas(num_steps: int) -> np.ndarray:
   return np.minimum(1 - f[1:] / f[:-1], COSINE_MAX_BETA)
 
 
+def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+  """``[N]`` betas whose ``alphabar_{N-1}`` is exactly 0 (Lin et al., 2024).
+
+  ``sqrt(alphabar)`` is shifted and scaled so that its first value is kept and
+  its last becomes 0: the noisiest training step then holds no trace of the
+  data, as the pure noise that sampling starts from holds none. Otherwise
+  (e.g. LDM's scaled-linear schedule, ``alphabar_{N-1} = 0.0047``) the network
+  learns to read where the signal is from the residue in ``z_t`` at the top
+  step instead of from its condition, and sampling, which has no such
+  residue, places it at random. The last beta becomes 1.
+  """
+  root = np.sqrt(np.cumprod(1.0 - betas))
+  first, last = root[0], root[-1]
+  alphas_cumprod = ((root - last) * first / (first - last)) ** 2
+  previous = np.concatenate([[1.0], alphas_cumprod[:-1]])
+  return 1.0 - alphas_cumprod / previous
+
+
 def make_schedule(kind: str, num_steps: int = 1000, beta_start: float | None = None,
-                  beta_end: float | None = None) -> Schedule:
+                  beta_end: float | None = None, zero_terminal_snr: bool = False) -> Schedule:
   """Builds a noise schedule.
 
   Args:
@@ -63,6 +82,10 @@ def make_schedule(kind: str, num_steps: int = 1000, beta_start: float | None = N
       These defaults are for N = 1000: with fewer steps pass larger betas so
       that ``alphabar_{N-1}`` still reaches ~0. Ignored by ``"cosine"``.
     beta_end: last beta, as `beta_start`.
+    zero_terminal_snr: rescale so that ``alphabar_{N-1} = 0``
+      (`rescale_zero_terminal_snr`). The network must then predict ``v`` (or
+      ``x0``), not ε: at ``alphabar = 0`` the noise is ``z_t`` itself and an
+      ε-prediction says nothing about the clean latent.
   """
   if kind not in KINDS:
     raise ValueError(f"unknown noise schedule {kind!r}; expected one of {KINDS}")
@@ -78,6 +101,8 @@ def make_schedule(kind: str, num_steps: int = 1000, beta_start: float | None = N
       betas = np.linspace(start, end, num_steps, dtype=np.float64)
     else:
       betas = np.linspace(math.sqrt(start), math.sqrt(end), num_steps, dtype=np.float64) ** 2
+  if zero_terminal_snr:
+    betas = rescale_zero_terminal_snr(betas)
   alphas_cumprod = np.cumprod(1.0 - betas)
   return Schedule(betas=jnp.asarray(betas, jnp.float32),
                   alphas_cumprod=jnp.asarray(alphas_cumprod, jnp.float32))

@@ -1,4 +1,12 @@
-"""The ε-prediction training objective: forward noising, x0 from ε, the loss.
+"""The training objective: forward noising, the regression target, the loss,
+and the clean latent and noise a network's output implies.
+
+The network predicts one of (``diffusion.prediction`` in the config):
+
+* ``"epsilon"``: the noise ``eps`` (DDPM, LDM, the paper);
+* ``"v"``: the velocity ``v = sqrt(alphabar) eps - sqrt(1 - alphabar) z0``
+  (Salimans & Ho, 2022), which stays informative where ``alphabar = 0``
+  (zero-terminal-SNR schedules): there ``v = -z0``, while ``eps = z_t``.
 
 Latents are any ``[B, ...]``; per-example quantities (timesteps ``t``,
 weights) are ``[B]`` and broadcast over the trailing dimensions.
@@ -10,6 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from spectral_jax.diffusion.schedules import Schedule
+
+PREDICTIONS = ("epsilon", "v")
 
 
 def _per_example(values, like):
@@ -60,6 +70,54 @@ def fixed_noising(keys: jax.Array, shape: tuple[int, ...], num_steps: int):
   return jax.vmap(draw)(keys)
 
 
+def regression_target(schedule: Schedule, z0, noise, t, prediction: str):
+  """The regression target of ``prediction`` for `add_noise` ``(z0, noise, t)``:
+  ``noise`` for ``"epsilon"``, ``sqrt(alphabar_t) noise - sqrt(1 - alphabar_t)
+  z0`` for ``"v"``; ``[B, ...]``, dtype of ``z0``."""
+  check_prediction(prediction)
+  if prediction == "epsilon":
+    return noise.astype(z0.dtype)
+  alphabar = schedule.alphas_cumprod[t]
+  return (_per_example(jnp.sqrt(alphabar), z0) * noise.astype(z0.dtype)
+          - _per_example(jnp.sqrt(1.0 - alphabar), z0) * z0)
+
+
+def x0_and_eps(z_t, output, alphabar, prediction: str):
+  """The clean latent and the noise that a network ``output`` implies.
+
+  Args:
+    z_t: ``[B, ...]`` noisy latents.
+    output: ``[B, ...]`` the network's prediction of kind ``prediction``.
+    alphabar: ``alphabar_t``, a scalar (one timestep for the batch, as in
+      DDIM) or ``[B]``.
+    prediction: ``"epsilon"`` or ``"v"``.
+  Returns:
+    ``(x0, eps)``, each like ``z_t``. For ``"epsilon"``, ``x0`` divides by
+    ``sqrt(alphabar)`` and is undefined at ``alphabar = 0``; ``"v"`` is
+    defined everywhere.
+  """
+  check_prediction(prediction)
+  a = jnp.asarray(alphabar, z_t.dtype)
+  if a.ndim:
+    a = _per_example(a, z_t)
+  output = output.astype(z_t.dtype)
+  if prediction == "epsilon":
+    return (z_t - jnp.sqrt(1.0 - a) * output) / jnp.sqrt(a), output
+  return (jnp.sqrt(a) * z_t - jnp.sqrt(1.0 - a) * output,
+          jnp.sqrt(1.0 - a) * z_t + jnp.sqrt(a) * output)
+
+
+def prediction_of(diffusion_config) -> str:
+  """What a run's network predicts, from its ``diffusion`` config block.
+  Runs and exports saved before the setting existed predicted ε."""
+  return diffusion_config.get("prediction", "epsilon")
+
+
+def check_prediction(prediction: str) -> None:
+  if prediction not in PREDICTIONS:
+    raise ValueError(f"unknown diffusion prediction {prediction!r}; one of {PREDICTIONS}")
+
+
 def predict_x0(schedule: Schedule, z_t, eps, t):
   """Clean latent implied by a noise prediction; inverse of `add_noise` in z0.
 
@@ -71,23 +129,21 @@ def predict_x0(schedule: Schedule, z_t, eps, t):
   Returns:
     ``[B, ...]`` ``(z_t - sqrt(1 - alphabar_t) eps) / sqrt(alphabar_t)``.
   """
-  alphabar = schedule.alphas_cumprod[t]
-  return ((z_t - _per_example(jnp.sqrt(1.0 - alphabar), z_t) * eps.astype(z_t.dtype))
-          / _per_example(jnp.sqrt(alphabar), z_t))
+  return x0_and_eps(z_t, eps, schedule.alphas_cumprod[t], "epsilon")[0]
 
 
-def epsilon_loss(eps_pred, eps, weights=None):
-  """Mean squared error of the noise prediction, a float32 scalar.
+def prediction_loss(output, target, weights=None):
+  """Mean squared error of the network's prediction, a float32 scalar.
 
   Args:
-    eps_pred: ``[B, ...]`` network output.
-    eps: ``[B, ...]`` the noise that was added.
+    output: ``[B, ...]`` network output.
+    target: ``[B, ...]`` what it should have predicted (`regression_target`).
     weights: optional ``[B]`` per-example weights (e.g. min-SNR weighting, or
       0 for padding examples). The loss is ``mean_b(weights_b * mse_b)``, so
       weights of 1 give the plain MSE and the scale does not depend on how
       many weights are 0.
   """
-  squared = jnp.square(eps_pred.astype(jnp.float32) - eps.astype(jnp.float32))
+  squared = jnp.square(output.astype(jnp.float32) - target.astype(jnp.float32))
   per_example = squared.reshape(squared.shape[0], -1).mean(axis=1)
   if weights is not None:
     per_example = per_example * weights.astype(jnp.float32)

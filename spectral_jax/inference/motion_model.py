@@ -74,7 +74,8 @@ class MotionModel:
           power=self.normalization.power, num_frames=self.num_frames,
           loop_frames=options.loop_frames)
     return dict(eta=options.eta, guidance_scale=options.guidance_scale, guidance_loss=loss,
-                guidance_weight=options.loop_weight, recurrence_steps=options.recurrence_steps)
+                guidance_weight=options.loop_weight, recurrence_steps=options.recurrence_steps,
+                prediction=diffusion.prediction_of(self.config.diffusion))
 
   def sample(self, image, rng, options: SamplingOptions) -> jax.Array:
     """Normalized spectral volumes ``[B, K, H, W, 4]`` for pictures ``image``

@@ -1,8 +1,9 @@
 """Stages ``ldm_pretrain`` and ``ldm_freq_attn``: the motion diffusion model.
 
-Both train the U-Net to predict the noise added to whitened VAE latents of a
-picture's spectral volume, conditioned on the picture (dropped with
-probability ``diffusion.cond_drop`` for classifier-free guidance).
+Both train the U-Net to denoise whitened VAE latents of a picture's spectral
+volume, predicting the noise (ε) or ``v`` (``diffusion.prediction``),
+conditioned on the picture (dropped with probability ``diffusion.cond_drop``
+for classifier-free guidance).
 
 * ``ldm_pretrain`` (stage 1): one random frequency per example (F = 1), the
   frequency index embedded.
@@ -54,6 +55,10 @@ class LDMTask:
       raise ValueError(f"the VAE was trained on K={len(self.normalization.scales)} "
                        f"frequencies, this config has data.num_freqs={config.data.num_freqs}")
     self.schedule = diffusion.make_schedule(**config.diffusion.schedule.to_dict())
+    self.prediction = diffusion.prediction_of(config.diffusion)
+    if config.init_from:
+      _check_same_diffusion(config, checkpoint.read_config(config.init_from)[0])
+    self.loss_name = f"{'eps' if self.prediction == 'epsilon' else self.prediction}_mse"
     self._transform = normalized_spectral(self.normalization, ("image", "spectral_volume"))
     self._train = sources.open_source(config.data, "train")
     self._test = train_data.open_test_source(config)
@@ -84,9 +89,10 @@ class LDMTask:
     noise = jax.random.normal(noise_rng, z0.shape, z0.dtype)
     z_t = diffusion.add_noise(self.schedule, z0, noise, t)
     cond_mask = jax.random.uniform(drop_rng, (batch_size,)) >= self.config.diffusion.cond_drop
-    eps = model(z_t, t, motion.image_to_unit(batch["image"]), freq_index, cond_mask)
-    loss = diffusion.epsilon_loss(eps, noise)
-    return loss, {"eps_mse": loss}
+    output = model(z_t, t, motion.image_to_unit(batch["image"]), freq_index, cond_mask)
+    loss = diffusion.prediction_loss(
+        output, diffusion.regression_target(self.schedule, z0, noise, t, self.prediction))
+    return loss, {self.loss_name: loss}
 
   def train_batches(self, process_index, process_count):
     return train_data.train_batches(self._train, self.config, self._transform,
@@ -95,8 +101,8 @@ class LDMTask:
   def evaluate(self, graphdef, params, constants):
     """On the first ``eval.num_batches`` held-out batches:
 
-    * ``heldout_eps_mse``: the ε-MSE of the network on all K frequencies of
-      each picture (stage 1 sees them as F = K maps with per-frequency
+    * ``heldout_eps_mse`` (``heldout_v_mse`` for v-prediction): the MSE of
+      the network's prediction on all K frequencies of each picture (stage 1 sees them as F = K maps with per-frequency
       indices, which its spatial layers treat independently; stage 2
       jointly), conditioned on the picture. Each example's timestep and
       noise come from a key fixed by its position in the held-out order
@@ -138,19 +144,21 @@ class LDMTask:
       keys: ``[B]`` PRNG keys, one per example: its timestep and noise.
     Returns:
       ``(z_t [B, K, h, w, C], t [B], image [B, H, W, 3] in [-1, 1],
-      freq_index [B, K], cond_mask [B] all True)`` and ``noise`` like ``z_t``.
+      freq_index [B, K], cond_mask [B] all True)`` and the regression target
+      (`diffusion.regression_target`) like ``z_t``.
     """
     spectral = batch["spectral_volume"]
     batch_size, num_freqs = spectral.shape[:2]
     z0 = motion.encode(self._vae(constants), constants["latent"], spectral)
     t, noise = fixed_noising(keys, z0.shape[1:], self.schedule.num_steps)
     z_t = diffusion.add_noise(self.schedule, z0, noise, t)
+    target = diffusion.regression_target(self.schedule, z0, noise, t, self.prediction)
     freq_index = jnp.broadcast_to(jnp.arange(num_freqs, dtype=jnp.int32),
                                   (batch_size, num_freqs))
     # Conditional only: the dropped condition is there for guidance, and the
     # conditional prediction is the one sampling relies on.
     cond_mask = jnp.ones((batch_size,), bool)
-    return (z_t, t, motion.image_to_unit(batch["image"]), freq_index, cond_mask), noise
+    return (z_t, t, motion.image_to_unit(batch["image"]), freq_index, cond_mask), target
 
   def _evaluation_fn(self, graphdef, compare_stage1: bool):
     """``f(params, constants, batch, index) -> {name: array}``, jitted once
@@ -176,8 +184,8 @@ class LDMTask:
       # batches, whatever the network and the step.
       positions = index * batch_size + jnp.arange(batch_size)
       keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(heldout_key, positions)
-      inputs, noise = self.heldout_inputs(constants, batch, keys)
-      result["heldout_eps_mse"] = diffusion.epsilon_loss(unet(*inputs), noise)
+      inputs, target = self.heldout_inputs(constants, batch, keys)
+      result[f"heldout_{self.loss_name}"] = diffusion.prediction_loss(unet(*inputs), target)
       if compare_stage1:
         # The network stage 2 started from (stage 1's, from `init_from`) is
         # stage 2's with frequency attention zeroed: every other parameter
@@ -187,12 +195,14 @@ class LDMTask:
         # constant, this needs no second copy of the U-Net in memory and no
         # access to the stage-1 run, which a resumed stage 2 never reads.
         stage1 = functional.merge(graphdef, without_freq_attn(params))
-        result["heldout_eps_mse_stage1"] = diffusion.epsilon_loss(stage1(*inputs), noise)
+        result[f"heldout_{self.loss_name}_stage1"] = diffusion.prediction_loss(
+            stage1(*inputs), target)
 
       sampled = motion.sample_spectral(
           unet, vae, constants["latent"], self.schedule, inputs[2],
           jax.random.fold_in(sample_key, index), num_freqs=self.config.data.num_freqs,
-          num_steps=evaluation.ddim_steps, guidance_scale=evaluation.guidance_scale)
+          num_steps=evaluation.ddim_steps, guidance_scale=evaluation.guidance_scale,
+          prediction=self.prediction)
       truth = denormalize(batch["spectral_volume"], scales, power)
       result["sample_l1_px"] = jnp.abs(
           denormalize(sampled, scales, power) - truth).mean(axis=(0, 2, 3, 4))
@@ -217,3 +227,19 @@ class LDMTask:
             "latent": {name: value.tolist() for name, value in self.latent_stats.items()},
             "vae": self.vae_pin,
             "clip": {"num_frames": self.clip[0], "fps": self.clip[1]}}
+
+
+def _check_same_diffusion(config, init_config) -> None:
+  """Stage 2 starts from stage 1's network: it must keep its noise schedule
+  and what it predicts, or it starts from a network trained for another
+  task."""
+  ours = (config.diffusion.schedule.to_dict(), diffusion.prediction_of(config.diffusion))
+  theirs = (init_config.diffusion.schedule.to_dict(),
+            diffusion.prediction_of(init_config.diffusion))
+  # A saved config predating zero_terminal_snr used the plain schedule.
+  for schedule, _ in (ours, theirs):
+    schedule.setdefault("zero_terminal_snr", False)
+  if ours != theirs:
+    raise ValueError(f"{config.init_from} was trained with diffusion schedule {theirs[0]} "
+                     f"predicting {theirs[1]!r}; this config has {ours[0]} predicting "
+                     f"{ours[1]!r}")
