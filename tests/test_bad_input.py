@@ -319,3 +319,23 @@ def test_train_on_fewer_examples_than_one_batch_fails_in_one_line(tmp_path):
   assert result.returncode == 1
   error = _error_line(result)
   assert error == "error: 1 examples are too few for a global batch of 2 over 1 processes", error
+
+
+def test_train_on_a_full_disk_fails_in_one_line(tmp_path):
+  # A checkpoint save that meets a full disk (simulated: the run raises
+  # ENOSPC as Orbax's write would) is one line saying how to go on.
+  script = (
+      "import errno, sys\n"
+      "from absl import app\n"
+      "from spectral_jax.train import __main__ as cli, train\n"
+      "def full(*args, **kwargs):\n"
+      "  raise OSError(errno.ENOSPC, 'No space left on device')\n"
+      "train.run = full\n"
+      "app.run(cli.main, flags_parser=cli._parse_flags)\n")
+  workdir = tmp_path / "run"
+  result = _run([sys.executable, "-c", script, "--config", f"{CONFIGS / 'vae.py'}:tiny",
+                 "--workdir", workdir], cwd=tmp_path)
+  assert result.returncode == 1
+  assert _error_line(result) == (
+      f"error: {workdir}: no space left on the device; free some and run the same command "
+      "again: it resumes from the last finished checkpoint"), result.stderr

@@ -8,6 +8,7 @@ checkpoints resumes where it stopped.
 from __future__ import annotations
 
 import difflib
+import errno
 import sys
 from pathlib import Path
 
@@ -95,6 +96,14 @@ def main(argv) -> None:
     train.run(_CONFIG.value, _WORKDIR.value, progress=not _NO_PROGRESS.value)
   except (train.TrainingDiverged, ValueError, FileNotFoundError) as error:
     print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
+  except OSError as error:
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    # Checkpoints are written under a temporary name and renamed when whole,
+    # so the last finished one is intact.
+    print(f"error: {_WORKDIR.value}: no space left on the device; free some and run the "
+          "same command again: it resumes from the last finished checkpoint", file=sys.stderr)
     sys.exit(1)
 
 
