@@ -1,5 +1,11 @@
 """Sharded, shuffled, resumable batches."""
 
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import cloudpickle
 import numpy as np
 import pytest
@@ -78,6 +84,46 @@ def test_worker_processes_give_the_same_stream_and_resume_at_any_position():
     assert resumed.get_state() == {"epoch": 1, "batch": 4}
   finally:
     resumed.close()
+
+
+# A process that reads batches with one worker, prints the worker's pid, and
+# waits to be killed.
+_KILLED_READER = """
+import json, multiprocessing, time
+import numpy as np
+from spectral_jax.data import pipeline
+source = [{"id": np.int32(i)} for i in range(8)]
+if __name__ == "__main__":
+  batches = pipeline.ShardedBatches(source, global_batch_size=2, seed=0, process_index=0,
+                                    process_count=1, worker_count=1)
+  next(batches)
+  print(json.dumps([p.pid for p in multiprocessing.active_children()]), flush=True)
+  time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+  stat = Path(f"/proc/{pid}/stat")
+  try:
+    return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # A zombie has exited.
+  except (FileNotFoundError, ProcessLookupError):
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_when_the_training_process_is_killed():
+  reader = subprocess.Popen([sys.executable, "-c", _KILLED_READER], stdout=subprocess.PIPE,
+                            text=True)
+  try:
+    workers = json.loads(reader.stdout.readline())
+  finally:
+    reader.kill()
+    reader.wait()
+  assert workers
+  deadline = time.monotonic() + 15
+  while any(map(_running, workers)) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  assert not any(map(_running, workers))
 
 
 class _CountingSource:

@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import sys
+import threading
+import time
 from typing import Callable, Sequence
 
 import grain
@@ -198,7 +201,23 @@ class ShardedBatches:
     # Each worker builds its batches one at a time and queues one ahead.
     return iter(remaining.to_iter_dataset(grain.ReadOptions(num_threads=0)).mp_prefetch(
         grain.MultiprocessingOptions(num_workers=self._worker_count,
-                                     per_worker_buffer_size=1)))
+                                     per_worker_buffer_size=1),
+        worker_init_fn=_exit_with_parent))
+
+
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Worker start-up: the worker exits when the process that started it is
+  gone. Grain's workers otherwise wait forever for a killed (SIGKILL, out of
+  memory) training process to take their next batch."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:  # An orphan is adopted by another process.
+      time.sleep(1.0)
+    os._exit(1)
+
+  threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def stack_examples(examples: Sequence[dict]) -> dict:
