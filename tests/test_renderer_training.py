@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_configs  # noqa: E402
@@ -77,6 +78,7 @@ def train_two_steps(workdir: Path, mesh: dict | None = None,
   return record["loss"], params
 
 
+@pytest.mark.slow
 def test_trained_renderer_beats_forward_warping(tmp_path):
   """An untrained renderer is forward warping, which on synthetic frames
   (plants warped over a still background) is already far better than the
@@ -154,6 +156,7 @@ def test_eight_devices_equal_one(tmp_path):
     np.testing.assert_allclose(params8[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_eight_devices_agree_with_one_with_the_perceptual_loss(tmp_path):
   """With VGG16 the updates agree to a few percent of their size, not to
   float rounding: max pooling passes its gradient to the largest input of

@@ -203,6 +203,7 @@ def eight_device_run(tmp_path_factory, compile_cache):
   return workdir, _run(tmp, 8, "straight", workdir, cache=compile_cache)
 
 
+@pytest.mark.slow
 def test_eight_devices_resume_on_one(eight_device_run, tmp_path, compile_cache):
   workdir, straight = eight_device_run
   resumed = _run(tmp_path, 1, "resume", _fork(workdir, tmp_path / "one"), cache=compile_cache)
