@@ -6,8 +6,9 @@
   python tools/benchmark.py animate [--variant tiny --frames 150 --steps 50,250] [--dtype --device]
   python tools/benchmark.py animate --model default --steps 25
   python tools/benchmark.py render [--frames 150] [--dtype float32 --device auto]
+  python tools/benchmark.py input [--stage all --workers 1,2,4 --batches 12]
 
-Every benchmark that runs JAX (all but ``data``) takes ``--device``:
+Every benchmark that runs JAX (all but ``data`` and ``input``) takes ``--device``:
 ``auto`` (default) is JAX's choice, the GPU where one is present, ``gpu``
 insists on one (and stops if JAX sees none), ``cpu`` pins JAX to the CPU;
 the device the figures come from is printed first. ``train``, ``animate``
@@ -65,6 +66,17 @@ command runs with their default DDIM steps.
 ``render``: frames per second of the full renderer (`render_frames`,
 batches of 8) at 256x160 and 512x288 with the paper's network, and the peak
 memory (RSS) of rendering a 150-frame video.
+
+``input``: training examples per second that the input alone delivers
+(`train.data.train_batches`: synthetic scenes made, stacked and normalized
+as the stage's task does), for each stage's ``paper`` config (its batch size;
+256x160, K=16, T=150; the renderer's 4 rendered frames per example) with
+``config.data.worker_count`` = each of ``--workers``, beside the device's
+training rate for that stage measured on an H100: the input keeps up where
+its figure is the larger. The first batch (worker start-up included) is
+timed apart; the rate is over the last whole rounds of the workers (N
+workers hand over N batches at about the same time) in ``--batches`` more.
+More workers than cores cannot help.
 """
 
 from __future__ import annotations
@@ -464,6 +476,65 @@ def _render_benchmark(args) -> None:
         f"included): {peak:.0f} MiB")
 
 
+# Training examples/s of each stage's paper config on one H100, float32 (the
+# renderer's is not measured yet).
+H100_EXAMPLES_PER_S = {"vae": 26.0, "ldm_pretrain": 224.0, "ldm_freq_attn": 19.0,
+                       "renderer": None}
+INPUT_STAGES = tuple(H100_EXAMPLES_PER_S)
+
+
+def _stage_transform(stage: str, config):
+  """The batch transform the stage's task applies (train/vae.py, ldm.py,
+  renderer.py)."""
+  from spectral_jax.data import sources
+  from spectral_jax.data.pipeline import normalized_spectral
+  from spectral_jax.train.renderer import FIELDS
+  if stage == "renderer":
+    return lambda batch: {key: batch[key] for key in FIELDS}
+  keys = ("spectral_volume",) if stage == "vae" else ("image", "spectral_volume")
+  return normalized_spectral(sources.normalization(config.data), keys)
+
+
+def _input_benchmark(args) -> None:
+  from spectral_jax.data import sources
+  from spectral_jax.train import data as train_data
+  stages = INPUT_STAGES if args.stage == "all" else (args.stage,)
+  counts = [int(count) for count in args.workers.split(",")]
+  if args.batches < max(counts):
+    raise SystemExit(f"--batches: at least the most workers, {max(counts)}")
+  print(f"training input alone, paper configs on synthetic scenes, "
+        f"{len(os.sched_getaffinity(0))} cores: examples/s over the last whole rounds of "
+        f"the workers in {args.batches} batches after the first (first batch: seconds, "
+        "start-up included):", flush=True)
+  for stage in stages:
+    # A few scenes suffice for the scales: only the cost of normalizing counts.
+    config = _load_config(stage, "paper", **{"data.dir": "",
+                                             "data.synthetic.stats_examples": 2})
+    source = sources.open_source(config.data, "train")
+    transform = _stage_transform(stage, config)
+    device = H100_EXAMPLES_PER_S[stage]
+    device_text = f"{device:g}" if device else "unknown"
+    for count in counts:
+      config.data.worker_count = count
+      batches = train_data.train_batches(source, config, transform, 0, 1)
+      start = time.perf_counter()
+      arrivals = []
+      try:
+        for _ in range(1 + args.batches):
+          next(batches)
+          arrivals.append(time.perf_counter())
+      finally:
+        batches.close()
+      # Workers finish their batches together, so batches arrive in bursts
+      # of `count`: the rate is over the last whole bursts.
+      window = args.batches // max(count, 1) * max(count, 1)
+      rate = window * config.batch_size / (arrivals[-1] - arrivals[-1 - window])
+      first_s = arrivals[0] - start
+      print(f"  {stage:14s} batch {config.batch_size:3d}, {count} workers: "
+            f"{rate:7.2f} examples/s (first batch {first_s:5.1f} s); "
+            f"H100 trains {device_text} examples/s", flush=True)
+
+
 def _train_one_step_models(workdir: Path, variant: str, dtype: str) -> None:
   """The four stages at 256x160, K=16, T=150, trained one step in ``workdir``:
   for timing, only their shapes matter."""
@@ -590,8 +661,16 @@ def main() -> None:
   render.add_argument("--frames", type=int, default=150)
   render.add_argument("--batch-size", type=int, default=8)
   render.set_defaults(run=_render_benchmark)
+  source = sections.add_parser("input", help="training input examples/s per stage and "
+                               "worker count, beside the H100's training rate")
+  source.add_argument("--stage", choices=("all",) + INPUT_STAGES, default="all")
+  source.add_argument("--workers", default="1,2,4",
+                      help="comma-separated config.data.worker_count values (0: a thread)")
+  source.add_argument("--batches", type=int, default=12,
+                      help="batches read after the first (at least the most workers)")
+  source.set_defaults(run=_input_benchmark)
   args = parser.parse_args()
-  if args.section != "data":  # Data preparation runs no JAX.
+  if args.section not in ("data", "input"):  # These run no JAX computation.
     print(f"JAX device: {_select_device(args.device)}", flush=True)
   args.run(args)
 
