@@ -10,8 +10,7 @@ Conventions (docs/DESIGN.md §1), shared by every module:
 * real layout for networks ``[K, H, W, 4]`` = ``(Re dx, Re dy, Im dx, Im dy)``.
 
 Every function here takes NumPy or JAX arrays and returns the same kind, so
-one implementation serves the data pipeline (NumPy, no JAX import) and jitted
-models (JAX).
+one implementation serves the data pipeline (NumPy) and jitted models (JAX).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import numpy as np
 def array_module(x):
   """`jax.numpy` for JAX arrays and tracers, `numpy` for everything else."""
   if type(x).__module__.startswith(("jax", "jaxlib")):
-    import jax.numpy as jnp  # Imported lazily: data workers never load JAX.
+    import jax.numpy as jnp  # Lazily: `prepare`'s workers compute without JAX.
     return jnp
   return np
 
