@@ -1,0 +1,93 @@
+"""The default model shipped inside the package (`spectral_jax/default_model/`,
+docs/MODEL_CARD.md): its format and size, and what it does on the bundled
+example photo, which no stage of it trained on (`tools/train_demo.sh` holds
+it out), against pictures with nothing that sways."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from spectral_jax import cli
+from spectral_jax.inference import export, pictures
+from spectral_jax.inference.animator import DEFAULT_MODEL, Animator, resolve_checkpoint
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ladybird.jpg"
+SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def animator():
+  return Animator.load(DEFAULT_MODEL)
+
+
+def _framed(animator, picture):
+  return pictures.fit_picture(picture, animator.width, animator.height)[0]
+
+
+def _spectral(animator, picture) -> np.ndarray:
+  """``[seeds, K, H, W, 2]`` complex spectral volumes (px), default sampling."""
+  return np.stack([animator.spectral(picture, seed) for seed in SEEDS])
+
+
+def _mean_amplitude(spectral) -> float:
+  """Mean over seeds and pixels of the motion's amplitude (px); bin 0 is a
+  constant offset the motion texture removes, not motion."""
+  return float(np.sqrt(np.sum(np.abs(spectral[:, 1:])**2, axis=(1, 4))).mean())
+
+
+@pytest.fixture(scope="module")
+def ladybird(animator):
+  return _spectral(animator, _framed(animator, pictures.read_picture(EXAMPLE)))
+
+
+def test_it_is_a_float16_export_of_at_most_40_mb():
+  assert resolve_checkpoint(None) == DEFAULT_MODEL
+  manifest = json.loads((DEFAULT_MODEL / export.MANIFEST).read_text())
+  assert manifest["dtype"] == "float16"
+  size = sum(path.stat().st_size for path in DEFAULT_MODEL.iterdir())
+  assert size <= 40 * 2**20, size
+  motion = manifest["motion"]["config"]["data"]
+  renderer = manifest["renderer"]["config"]["data"]
+  assert (motion["width"], motion["height"]) == (128, 80)
+  assert (renderer["width"], renderer["height"]) == (256, 160)
+  assert motion["num_freqs"] == 16
+  assert manifest["motion"]["clip"] == {"num_frames": 150, "fps": 30.0}
+
+
+def test_plants_move_and_pictures_without_them_stay_still(animator, ladybird):
+  """Measured: 0.093 px on the example against 0.004-0.007 px on a sky, a
+  grey picture and a wall of grey blocks (13-22x)."""
+  height, width = animator.height, animator.width
+  sky = np.broadcast_to(
+      (np.array([90.0, 140.0, 220.0]) * (1 - 0.4 * np.linspace(0, 1, height))[:, None, None]),
+      (height, width, 3)).astype(np.uint8)
+  blocks = np.kron(np.random.default_rng(0).integers(80, 200, (height // 8, width // 8, 1)),
+                   np.ones((8, 8, 3))).astype(np.uint8)
+  plants = _mean_amplitude(ladybird)
+  for name, picture in (("sky", sky), ("blocks", blocks)):
+    still = _mean_amplitude(_spectral(animator, picture))
+    assert plants > 5 * still, (name, plants, still)
+
+
+def test_its_power_falls_with_frequency(ladybird):
+  power = np.mean(np.abs(ladybird[:, 1:])**2, axis=(0, 2, 3, 4))  # [K - 1] px^2.
+  bins = np.arange(1, len(power) + 1)
+  assert np.polyfit(np.log(bins), np.log(power), 1)[0] < 0
+
+
+@pytest.mark.slow
+def test_animate_without_a_checkpoint_animates_the_example(tmp_path):
+  """README's first command (fewer frames)."""
+  out = tmp_path / "ladybird.mp4"
+  assert cli.main(["animate", str(EXAMPLE), "-o", str(out), "--frames", "12"]) == 0
+  frames = iio.imread(out)
+  assert frames.shape == (12, 160, 256, 3)
+  picture = _framed(Animator.load(DEFAULT_MODEL), pictures.read_picture(EXAMPLE))
+  # Frame 0 is the picture, up to H.264's rounding.
+  assert np.abs(frames[0].astype(float) - picture).mean() < 3.0
+  assert np.abs(frames[-1].astype(float) - frames[0]).mean() > 0.1
