@@ -17,7 +17,7 @@ from spectral_jax.inference import export, pictures
 from spectral_jax.inference.animator import DEFAULT_MODEL, Animator, resolve_checkpoint
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ladybird.jpg"
-SEEDS = (0, 1)
+SEEDS = (0,)
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +59,19 @@ def test_it_is_a_float16_export_of_at_most_40_mb():
   assert manifest["motion"]["clip"] == {"num_frames": 150, "fps": 30.0}
 
 
-def test_plants_move_and_pictures_without_them_stay_still(animator, ladybird):
-  """Measured: 0.093 px on the example against 0.004-0.007 px on a sky, a
-  grey picture and a wall of grey blocks (13-22x)."""
+def test_plants_move_and_a_picture_without_them_stays_still(animator, ladybird):
+  """Measured with seed 0: 0.099 px on the example against 0.005 px on a
+  wall of grey blocks (0.004 on a blue sky, 0.007 on plain grey)."""
   height, width = animator.height, animator.width
-  sky = np.broadcast_to(
-      (np.array([90.0, 140.0, 220.0]) * (1 - 0.4 * np.linspace(0, 1, height))[:, None, None]),
-      (height, width, 3)).astype(np.uint8)
   blocks = np.kron(np.random.default_rng(0).integers(80, 200, (height // 8, width // 8, 1)),
                    np.ones((8, 8, 3))).astype(np.uint8)
-  plants = _mean_amplitude(ladybird)
-  for name, picture in (("sky", sky), ("blocks", blocks)):
-    still = _mean_amplitude(_spectral(animator, picture))
-    assert plants > 5 * still, (name, plants, still)
+  plants, still = _mean_amplitude(ladybird), _mean_amplitude(_spectral(animator, blocks))
+  assert plants > 5 * still, (plants, still)
 
 
 def test_its_power_falls_with_frequency(ladybird):
+  # Slope -0.52 with seed 0 (-0.68 pooled over the held-out photos,
+  # docs/MODEL_CARD.md).
   power = np.mean(np.abs(ladybird[:, 1:])**2, axis=(0, 2, 3, 4))  # [K - 1] px^2.
   bins = np.arange(1, len(power) + 1)
   assert np.polyfit(np.log(bins), np.log(power), 1)[0] < 0

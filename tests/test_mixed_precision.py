@@ -139,7 +139,8 @@ def test_renderer_bfloat16_agrees_with_float32():
 
 def _motion_model(unet_model, vae_model) -> MotionModel:
   """A `MotionModel` around untrained networks: what sampling needs of a run."""
-  config = ml_collections.ConfigDict({"data": {"num_freqs": K}})
+  config = ml_collections.ConfigDict({"data": {"num_freqs": K},
+                                     "diffusion": {"prediction": "epsilon"}})
   stats = {"mean": jnp.asarray([0.5, -0.3, 0.2, 0.1]), "std": jnp.asarray([1.5, 0.8, 1.2, 1.0])}
   return MotionModel(unet=unet_model, vae=vae_model, latent_stats=stats,
                      normalization=NormalizationStats(np.full(K, 2.0, np.float32), 97.0, 0),

@@ -217,6 +217,7 @@ def _resumed_rtol() -> float:
   return 1e-6 if exact else 1e-3
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_losses(tmp_path):
   config = train_configs.load_config("vae")
   config.num_steps, config.checkpoint_every, config.eval_every = 4, 2, 0
@@ -266,6 +267,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert checkpoint.manager(tmp_path, read_only=True).latest_step() == 2
 
 
+@pytest.mark.slow
 def test_an_overflowing_gradient_norm_stops_the_run(tmp_path):
   """A loss weight of 1e38 keeps the loss and every gradient finite but
   overflows the gradient's squared norm: clipping then zeroed each update
@@ -299,6 +301,7 @@ def test_a_preemption_save_never_stores_diverged_parameters(tmp_path, monkeypatc
   assert real_manager(tmp_path, read_only=True).latest_step() == 2
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
   """``python -m spectral_jax.train`` with overrides; a bad one fails clearly."""
   command = [sys.executable, "-m", "spectral_jax.train",
