@@ -208,8 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the FVD of the 16-frame windows starting every STRIDE frames "
                    "(sliding-window FVD over time)")
   fvd.add_argument("--features", metavar="NAME",
-                   help="also FID and KID of the frames with this feature network (vgg16; "
-                   "no Inception-v3 weights ship offline)")
+                   help="also FID and KID of the frames with this feature network "
+                   "(inception_v3 for FID proper, with --inception-weights; "
+                   "inception_v3_torchvision; vgg16)")
+  fvd.add_argument("--inception-weights", metavar="PATH",
+                   help="Inception-v3 weights for --features inception_v3: an .npz converted "
+                   "from pytorch-fid's pt_inception-2015-12-05 state dict (none ship "
+                   "offline; see spectral_jax/eval/inception.py; default "
+                   "$SPECTRAL_JAX_INCEPTION_WEIGHTS)")
   fvd.add_argument("--frame-step", type=_POSITIVE_INT, default=1,
                    help="FID and KID on every N-th frame (default %(default)s)")
   fvd.add_argument("--batch-size", type=_POSITIVE_INT, default=8,

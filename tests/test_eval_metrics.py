@@ -268,5 +268,5 @@ def test_sliding_fvd_per_window_start():
 
 
 def test_unknown_feature_network():
-  with pytest.raises(ValueError, match="no feature network 'inception_v3'.*vgg16"):
-    features.load_network("inception_v3")
+  with pytest.raises(ValueError, match="no feature network 'inception_v4'.*vgg16"):
+    features.load_network("inception_v4")

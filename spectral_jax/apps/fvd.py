@@ -5,7 +5,8 @@ FVD compares the first 16 frames of every video (`spectral_jax.eval.fvd`);
 ``--stride S`` adds the sliding-window FVD of the windows starting every S
 frames (``"fvd_windows": {"start": [...], "fvd": [...]}``), and ``--features
 NAME`` the FID and KID of the videos' frames (every ``--frame-step``-th)
-with that feature network (`spectral_jax.eval.features`).
+with that feature network (`spectral_jax.eval.features`):
+``--features inception_v3 --inception-weights PATH`` for FID proper.
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ def run(args) -> None:
 
   from spectral_jax.eval import distances, features, fvd
 
+  if args.inception_weights and not (args.features or "").startswith("inception_v3"):
+    raise ValueError("--inception-weights is for --features inception_v3 (or "
+                     "inception_v3_torchvision)")
   real, fake = _list_videos(args.real_dir), _list_videos(args.fake_dir)
-  network = features.load_network(args.features) if args.features else None
+  network = (features.load_network(args.features, args.inception_weights)
+             if args.features else None)
   embed = fvd.ClipEmbedder(batch_size=args.batch_size)
   frame_features = {"real": [], "fake": []}
 
