@@ -132,7 +132,7 @@ def test_fvd_bad_input(video_sets, tmp_path, capsys, monkeypatch):
     assert (code, out) == (2, ""), err
     assert message in err and len(err.strip().splitlines()) == 1, err
   code, out, err = _main(capsys, "fvd", real_dir, fake_dir, "--features", "inception_v3")
-  assert code == 2 and "no feature network 'inception_v3'" in err
+  assert code == 2 and "no Inception-v3 weights ship offline" in err
 
 
 def test_eval_bad_input(tmp_path, capsys):
