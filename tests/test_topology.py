@@ -210,6 +210,7 @@ def test_eight_devices_resume_on_one(eight_device_run, tmp_path, compile_cache):
   _check_resumed(straight, resumed)
 
 
+@pytest.mark.slow
 def test_one_device_resumes_on_eight(tmp_path, compile_cache):
   straight = _run(tmp_path, 1, "straight", tmp_path / "one", cache=compile_cache)
   resumed = _run(tmp_path, 8, "resume", _fork(tmp_path / "one", tmp_path / "eight"),
