@@ -233,6 +233,7 @@ def test_resume_gives_the_same_losses(tmp_path):
   assert [r["step"] for r in logged] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_resumed(tmp_path, capfd):
   config = train_configs.load_config("vae")
   config.num_steps, config.checkpoint_every, config.eval_every = 4, 2, 0
@@ -254,6 +255,7 @@ def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_resumed(tmp_
   assert checkpoint.manager(tmp_path, read_only=True).all_steps() == [2, 4, 5]
 
 
+@pytest.mark.slow
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = train_configs.load_config("vae")
   config.num_steps, config.checkpoint_every, config.eval_every = 2, 1, 0
