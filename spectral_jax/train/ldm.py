@@ -102,9 +102,10 @@ class LDMTask:
     """On the first ``eval.num_batches`` held-out batches:
 
     * ``heldout_eps_mse`` (``heldout_v_mse`` for v-prediction): the MSE of
-      the network's prediction on all K frequencies of each picture (stage 1 sees them as F = K maps with per-frequency
-      indices, which its spatial layers treat independently; stage 2
-      jointly), conditioned on the picture. Each example's timestep and
+      the network's prediction on all K frequencies of each picture (stage 1
+      sees them as F = K maps with per-frequency indices, which its spatial
+      layers treat independently; stage 2 jointly), conditioned on the
+      picture. Each example's timestep and
       noise come from a key fixed by its position in the held-out order
       (`heldout_inputs`), so unlike the training loss this does not move
       with random draws: its changes between evaluations are the network's.
