@@ -53,7 +53,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   config.eval.guidance_scale = 0.0
   config.eval.num_batches = 1 if tiny else 4
   config.batch_size = 16 if tiny else 96
-  config.num_steps = {"tiny": 1000, "demo": 750, "paper": 750_000, "hires": 50_000}[variant]
+  config.num_steps = {"tiny": 1000, "demo": 1500, "paper": 750_000, "hires": 50_000}[variant]
   config.optimizer.learning_rate = {"tiny": 5e-4, "demo": 5e-4, "paper": 5e-5,
                                     "hires": 1e-5}[variant]
   return config

@@ -247,14 +247,18 @@ class SynthesisDecoder(nnx.Module):
   splatted features; the blocks' RGB outputs are upsampled and summed
   (StyleGAN2 skip generator), and the sum paints the warped picture where
   its coverage ``c`` (``splatted[0][..., -1]``) is short of 1:
-  ``frame = warped + (1 - c) * rgb``, so fully covered pixels stay the
-  warped picture exactly. Every resampling keeps the encoder's grid
+  ``frame = warped + (1 - c)^fill_power * rgb``, so fully covered pixels
+  stay the warped picture exactly. The warped colour is a normalised
+  average, right wherever anything landed; a ``fill_power`` above 1 keeps
+  the paint out of merely stretched pixels (coverage 0.5-0.99), where its
+  texture costs more perceptually than it fixes (docs/DESIGN.md §2), and
+  still paints holes in full. Every resampling keeps the encoder's grid
   (`regrid`). The frame is nominally in ``[-1, 1]`` and not clipped, so that
   losses keep gradients.
   """
 
-  def __init__(self, *, in_channels, channels, code_dim: int, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(self, *, in_channels, channels, code_dim: int, fill_power: float = 1.0,
+               dtype=jnp.float32, rngs: nnx.Rngs):
     if len(in_channels) != len(channels):
       raise ValueError(f"one width per scale: in_channels {in_channels}, channels {channels}")
     blocks = []
@@ -263,6 +267,7 @@ class SynthesisDecoder(nnx.Module):
       blocks.append(SynthesisBlock(in_channels[s] + below, channels[s], code_dim, dtype=dtype,
                                    rngs=rngs))
     self.blocks = nnx.List(blocks)
+    self.fill_power = fill_power
     self.dtype = dtype
 
   def __call__(self, splatted, code):
@@ -276,7 +281,7 @@ class SynthesisDecoder(nnx.Module):
       rgb = block_rgb if rgb is None else regrid(rgb, h, w, 0.5) + block_rgb
     warped = splatted[0][..., :3].astype(jnp.float32)
     uncovered = 1.0 - splatted[0][..., -1:].astype(jnp.float32)
-    return warped + uncovered * rgb.astype(jnp.float32)
+    return warped + uncovered**self.fill_power * rgb.astype(jnp.float32)
 
 
 class Renderer(nnx.Module):
@@ -292,11 +297,14 @@ class Renderer(nnx.Module):
   paper: ResNet-34, (64, 128, 256, 512) and (3, 4, 6, 3)), one scale per
   stage; ``decoder_channels`` per scale (default: ``channels``); ``style_dim``
   of the co-modulation code; ``norm_groups`` (at most) of GroupNorm;
-  ``dtype`` of the computation (parameters are float32).
+  ``fill_power`` of the decoder's paint gate (`SynthesisDecoder`; 1, the
+  default, is what runs made before the option had); ``dtype`` of the
+  computation (parameters are float32).
   """
 
   def __init__(self, *, channels=RESNET34_CHANNELS, depths=RESNET34_DEPTHS, decoder_channels=None,
-               style_dim: int = 512, norm_groups: int = 32, dtype=jnp.float32, rngs: nnx.Rngs):
+               style_dim: int = 512, norm_groups: int = 32, fill_power: float = 1.0,
+               dtype=jnp.float32, rngs: nnx.Rngs):
     self.encoder = FeatureEncoder(channels=channels, depths=depths, style_dim=style_dim,
                                   norm_groups=norm_groups, dtype=dtype, rngs=rngs)
     # Splatted inputs: features + coverage, and the RGB at scale 0.
@@ -304,7 +312,8 @@ class Renderer(nnx.Module):
     in_channels[0] += 3
     self.decoder = SynthesisDecoder(in_channels=tuple(in_channels),
                                     channels=tuple(decoder_channels or channels),
-                                    code_dim=style_dim, dtype=dtype, rngs=rngs)
+                                    code_dim=style_dim, fill_power=fill_power, dtype=dtype,
+                                    rngs=rngs)
 
   def encode(self, image):
     return self.encoder(image)
