@@ -112,3 +112,18 @@ def test_psnr_closed_form():
                              rtol=1e-5)
   np.testing.assert_allclose(metrics.psnr(np.uint8([[[[0]]]]), np.uint8([[[[255]]]]),
                                           data_range=255.0), [0.0], atol=1e-6)
+
+
+def test_evaluation_pools_psnr_over_frames_so_an_exact_frame_stays_finite():
+  """A still example renders exactly (MSE 0): the renderer's evaluation
+  reports the PSNR of the mean MSE, 10 log10(4 / mean), not a mean of
+  per-frame PSNRs, which that frame would make infinite."""
+  from spectral_jax.train.renderer import pool_scores
+  pred = np.zeros((2, 4, 5, 3), np.float32)
+  target = pred.copy()
+  target[1] += 0.1  # MSE 0.01; frame 0 is exact.
+  batch = {"mse": np.asarray(metrics.mse(pred, target)), "lpips": np.array([0.0, 0.2])}
+  pooled = pool_scores([batch, batch])
+  assert set(pooled) == {"psnr", "lpips"}
+  np.testing.assert_allclose(pooled["psnr"], 10 * np.log10(4 / 0.005), rtol=1e-5)
+  np.testing.assert_allclose(pooled["lpips"], 0.1, rtol=1e-6)

@@ -18,11 +18,22 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
+def mse(pred, target):
+  """Mean squared error per image ``[...]`` of ``[..., H, W, C]`` images."""
+  error = jnp.asarray(pred, jnp.float32) - jnp.asarray(target, jnp.float32)
+  return jnp.mean(error * error, axis=(-3, -2, -1))
+
+
+def psnr_of_mse(mse_value, *, data_range: float = 2.0):
+  """``10 log10(data_range^2 / mse)`` dB (inf when 0). Of a mean over many
+  images this is the PSNR of the pool, which one exact image cannot make
+  infinite, unlike a mean of per-image PSNRs."""
+  return 10.0 * jnp.log10(data_range**2 / jnp.asarray(mse_value, jnp.float32))
+
+
 def psnr(pred, target, *, data_range: float = 2.0):
   """``10 log10(data_range^2 / MSE)`` in dB per image, ``[...]`` (inf when equal)."""
-  error = jnp.asarray(pred, jnp.float32) - jnp.asarray(target, jnp.float32)
-  mse = jnp.mean(error * error, axis=(-3, -2, -1))
-  return 10.0 * jnp.log10(data_range**2 / mse)
+  return psnr_of_mse(mse(pred, target), data_range=data_range)
 
 
 def _gaussian_window(size: int, sigma: float) -> np.ndarray:

@@ -61,6 +61,18 @@ def spectral_metric(spectral_px, num_frames: int, scale):
   return motion_metric(texture, scale)
 
 
+def pool_scores(per_image: list[dict]) -> dict:
+  """``{name: float}`` of per-batch ``{name: [B]}`` scores: the mean of each,
+  except that ``mse*`` becomes ``psnr*`` (dB) of the mean squared error."""
+  if not per_image:
+    return {}
+  means = {name: float(np.mean(np.concatenate([s[name] for s in per_image])))
+           for name in per_image[0]}
+  for name in [name for name in means if name.startswith("mse")]:
+    means["psnr" + name[len("mse"):]] = float(metrics.psnr_of_mse(means.pop(name)))
+  return means
+
+
 def pick_frames(frames, displacements, index):
   """Frame ``index[b]`` of each example ``b``.
 
@@ -124,10 +136,12 @@ class RendererTask:
                                     process_count)
 
   def evaluate(self, graphdef, params, constants):
-    """Every frame of the held-out examples: PSNR (dB), SSIM and LPIPS of the
-    rendered frame (clipped to the displayable range) against the true one,
-    and the same for the picture unchanged (``*_unchanged``) and
-    forward-warped by the displacement alone (``*_warped``)."""
+    """Every frame of the held-out examples: PSNR (dB, of the mean squared
+    error over all frames: a still example renders exactly, and its infinite
+    PSNR would swamp a mean of per-frame values), SSIM and LPIPS (means over
+    frames) of the rendered frame (clipped to the displayable range) against
+    the true one, and the same for the picture unchanged (``*_unchanged``)
+    and forward-warped by the displacement alone (``*_warped``)."""
 
     @jax.jit
     def scores(params, constants, batch, frame_index):
@@ -144,7 +158,7 @@ class RendererTask:
       }
       result = {}
       for suffix, frame in candidates.items():
-        result[f"psnr{suffix}"] = metrics.psnr(frame, target)
+        result[f"mse{suffix}"] = metrics.mse(frame, target)
         result[f"ssim{suffix}"] = metrics.ssim(frame, target)
         result[f"lpips{suffix}"] = metrics.lpips(vgg, frame, target)
       return result
@@ -154,9 +168,7 @@ class RendererTask:
                                          self.config.eval.num_batches):
       for frame_index in range(batch["frames"].shape[1]):
         per_image.append(jax.device_get(scores(params, constants, batch, frame_index)))
-    if not per_image:
-      return {}
-    return {name: float(np.mean([s[name] for s in per_image])) for name in per_image[0]}
+    return pool_scores(per_image)
 
   def stats(self, graphdef, params, constants):
     del graphdef, params, constants
