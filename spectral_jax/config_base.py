@@ -5,7 +5,7 @@ shape of a config and the variants' data and run lengths:
 
   tiny   trains on a laptop CPU in minutes, on synthetic scenes made on the fly
          (64x48 pixels, T=32 frames, K=8), needing no prepared data set;
-  demo   sized for a default model trained on a 2-core CPU in under an hour
+  demo   sized for a default model trained on a 2-core CPU in under 90 minutes
          (`tools/train_demo.sh`): motion at 128x80 (T=150, K=16, upsampled
          to the renderer's 256x160 by `animate`), on photo scenes
          (``--config.data.synthetic.photos=DIR``);

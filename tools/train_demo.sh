@@ -17,7 +17,7 @@
 #    uses it when no --checkpoint is given).
 #
 # Every stage resumes where it stopped: run the same command again after an
-# interruption. About an hour on a 2-core CPU; on an accelerator the same
+# interruption. About 75 minutes on a 2-core CPU; on an accelerator the same
 # command runs unchanged, only faster. Extra arguments go to every stage,
 # e.g. --config.dtype=bfloat16.
 
