@@ -55,8 +55,8 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     config.loss.perceptual_weight = 0.0
     # Trained on L1 alone, a linearly gated paint buys PSNR with texture
     # in stretched pixels (coverage 0.5-0.99, 5% of a held-out frame) that
-    # LPIPS sees; squared, it stays out of them and still fills holes
-    # (docs/DESIGN.md §2).
+    # LPIPS sees; squared, less of it passes there and holes still fill
+    # (docs/DESIGN.md §2 measures both, and what training makes of it).
     config.model.fill_power = 2.0
     config.batch_size = 4
   config.eval.num_batches = 2 if tiny else 4

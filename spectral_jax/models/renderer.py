@@ -298,7 +298,7 @@ class Renderer(nnx.Module):
   stage; ``decoder_channels`` per scale (default: ``channels``); ``style_dim``
   of the co-modulation code; ``norm_groups`` (at most) of GroupNorm;
   ``fill_power`` of the decoder's paint gate (`SynthesisDecoder`; 1, the
-  default, is what runs made before the option had); ``dtype`` of the
+  default, is the gate of runs made before the option existed); ``dtype`` of the
   computation (parameters are float32).
   """
 
