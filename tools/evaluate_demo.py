@@ -136,6 +136,7 @@ def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> No
 
   from spectral_jax.data import photo_scenes
   from spectral_jax.diffusion.motion import image_to_unit
+  from spectral_jax.render import metrics
   from spectral_jax.render.frames import to_uint8
   from spectral_jax.render.splat import motion_metric, softmax_splat
 
@@ -170,8 +171,8 @@ def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> No
       for name, frame in candidates(state, scene.frames[0], scene.disp_px[times],
                                     metric).items():
         frame = np.asarray(frame)
-        error = image_to_unit(frame) - image_to_unit(target)
-        squared_errors[name].append(np.mean(np.asarray(error)**2, axis=(1, 2, 3)))
+        squared_errors[name].append(np.asarray(metrics.mse(image_to_unit(frame),
+                                                           image_to_unit(target))))
         lpips_values[name].append(lpips(frame, target))
   count = sum(map(len, squared_errors["renderer"]))
   print(f"renderer on photo scenes of the held-out photos ({len(photos)} photos x "
@@ -179,7 +180,7 @@ def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> No
         "the true frames; PSNR of the mean squared error over all frames):")
   for name in squared_errors:
     mse = np.mean(np.concatenate(squared_errors[name]))
-    print(f"  {name:16s} PSNR {10 * np.log10(4.0 / mse):6.2f} dB   "
+    print(f"  {name:16s} PSNR {float(metrics.psnr_of_mse(mse)):6.2f} dB   "
           f"LPIPS {np.mean(np.concatenate(lpips_values[name])):.4f}")
 
 
