@@ -229,16 +229,31 @@ def test_atomic_output_on_a_full_disk_keeps_the_old_file(tmp_path):
 
 def test_export_on_a_full_disk_keeps_the_old_export(tmp_path):
   # The folder `spectral-jax export` writes, the way `export.write` does.
-  from spectral_jax.inference import export
+  from spectral_jax.atomic import atomic_directory
   out = tmp_path / "export"
   out.mkdir()
   (out / "model.json").write_text("old")
   with pytest.raises(OSError, match="No space left on device"):
-    with export._atomic_directory(out) as tmp:  # pylint: disable=protected-access
+    with atomic_directory(out) as tmp:
       (tmp / "motion.safetensors").write_bytes(b"half")
       _disk_full()
   assert os.listdir(tmp_path) == ["export"] and os.listdir(out) == ["model.json"]
   assert (out / "model.json").read_text() == "old"
+
+
+def test_a_finished_folder_replaces_the_old_one_with_plain_modes(tmp_path):
+  from spectral_jax.atomic import atomic_directory
+  out = tmp_path / "export"
+  out.mkdir()
+  (out / "stale.json").write_text("old")
+  with atomic_directory(out) as tmp:
+    (tmp / "model.json").write_text("new")
+    os.chmod(tmp / "model.json", 0o600)  # As safetensors leaves its files.
+  assert os.listdir(tmp_path) == ["export"] and os.listdir(out) == ["model.json"]
+  umask = os.umask(0)
+  os.umask(umask)
+  assert (out.stat().st_mode & 0o777, (out / "model.json").stat().st_mode & 0o777) == (
+      0o777 & ~umask, 0o666 & ~umask)
 
 
 def _fill_disk_at(stage: str, out: Path, monkeypatch) -> None:

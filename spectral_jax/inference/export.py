@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import jax
@@ -44,6 +42,7 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from spectral_jax import diffusion, sharding
+from spectral_jax.atomic import atomic_directory
 from spectral_jax.config_base import PATH_FIELDS
 from spectral_jax.inference.loading import LoadedRenderer
 from spectral_jax.inference.motion_model import MotionModel
@@ -132,7 +131,7 @@ def write(checkpoint_dir, out_dir, *, dtype: str = "float32") -> dict:
   }
   tensors = {"motion": _tensors(unet, dtype), "vae": _tensors(vae, dtype),
              "renderer": _tensors(renderer, dtype)}
-  with _atomic_directory(out_dir) as tmp:
+  with atomic_directory(out_dir) as tmp:
     for name in MODELS:
       save_file(tensors[name], str(tmp / manifest[name]["file"]),
                 metadata={"format": FORMAT, "model": name})
@@ -179,48 +178,6 @@ def _tensors(model, dtype: str) -> dict[str, np.ndarray]:
       value = cast
     tensors[name] = np.ascontiguousarray(value)
   return tensors
-
-
-class _atomic_directory:
-  """``with _atomic_directory(path) as tmp:`` yields a new empty folder
-  beside ``path``; renames it onto ``path`` (replacing what is there) only
-  if the block finishes, and removes it if the block raises."""
-
-  def __init__(self, path: Path):
-    self.path = path
-
-  def __enter__(self) -> Path:
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                     dir=self.path.parent))
-    return self.tmp
-
-  def __exit__(self, kind, error, traceback) -> None:
-    try:
-      if kind is not None:
-        return
-      # mkdtemp makes the folder private (0700), and safetensors its files
-      # (0600): give them the modes a plain mkdir and open would.
-      umask = os.umask(0)
-      os.umask(umask)
-      os.chmod(self.tmp, 0o777 & ~umask)
-      for file in self.tmp.iterdir():
-        os.chmod(file, 0o666 & ~umask)
-      if self.path.exists():
-        # A folder cannot be renamed onto a non-empty one: move the old
-        # export aside first, and back if the new one cannot take its place.
-        old = self.tmp.with_suffix(".old")
-        os.rename(self.path, old)
-        try:
-          os.rename(self.tmp, self.path)
-        except OSError:
-          os.rename(old, self.path)
-          raise
-        shutil.rmtree(old)
-      else:
-        os.rename(self.tmp, self.path)
-    finally:
-      shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 # Reading.
