@@ -27,7 +27,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       "depths": (1, 1, 1, 1) if tiny else (3, 4, 6, 3),
       "style_dim": 64 if tiny else 512,
       "norm_groups": 8 if tiny else 32,
-      # Exponent p of the paint's gate (1 - coverage)^p (`SynthesisDecoder`).
+      # The paint's gate clip(1 - coverage / fill_coverage, 0, 1)^fill_power
+      # (`SynthesisDecoder`); 1 and 1 are the linear gate 1 - coverage.
+      "fill_coverage": 1.0,
       "fill_power": 1.0,
   })
   config.loss = ml_collections.ConfigDict({
@@ -55,9 +57,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     config.loss.perceptual_weight = 0.0
     # Trained on L1 alone, a linearly gated paint buys PSNR with texture
     # in stretched pixels (coverage 0.5-0.99, 5% of a held-out frame) that
-    # LPIPS sees; squared, less of it passes there and holes still fill
-    # (docs/DESIGN.md §2 measures both, and what training makes of it).
-    config.model.fill_power = 2.0
+    # LPIPS sees. Gated by clip(1 - 2c, 0, 1) it paints holes and the
+    # fringes of holes only (docs/DESIGN.md §2 measures the gates).
+    config.model.fill_coverage = 0.5
     config.batch_size = 4
   config.eval.num_batches = 2 if tiny else 4
   return config

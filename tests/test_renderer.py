@@ -161,22 +161,32 @@ def test_decoder_paints_only_where_coverage_falls_short(trained_like):
   assert np.all(painted > 1e-3), painted
 
 
-def test_fill_power_scales_the_paint_by_the_power_of_the_missing_coverage(trained_like):
+@pytest.mark.parametrize("fill_coverage, fill_power, gate", [
+    (1.0, 2.0, 0.25), (0.75, 1.0, 1 / 3), (0.5, 1.0, 0.0), (0.4, 1.0, 0.0)])
+def test_paint_gate_follows_coverage_threshold_and_power(trained_like, fill_coverage,
+                                                         fill_power, gate):
   """A half-pixel shift leaves column 0 half covered (the rest fully): there
-  the paint is let through by (1 - 0.5)^p, so p = 2 paints exactly half of
-  what p = 1 does on top of the same warped colour, and nothing else moves."""
-  squared = renderer.Renderer(**TINY, fill_power=2.0, rngs=nnx.Rngs(0))
-  nnx.update(squared, nnx.state(trained_like))
+  the paint passes by clip(1 - 0.5 / fill_coverage, 0, 1)^fill_power, a
+  multiple of what the linear gate (1 - 0.5) lets through on top of the same
+  warped colour, and nothing else moves."""
+  gated = renderer.Renderer(**TINY, fill_coverage=fill_coverage, fill_power=fill_power,
+                            rngs=nnx.Rngs(0))
+  nnx.update(gated, nnx.state(trained_like))
   picture = _picture()
   flow = jnp.zeros((1, HEIGHT, WIDTH, 2)).at[..., 0].set(0.5)
   metric = jnp.zeros((1, HEIGHT, WIDTH, 1))
   linear_out = np.asarray(_call(trained_like, picture, flow, metric))
-  squared_out = np.asarray(_call(squared, picture, flow, metric))
+  gated_out = np.asarray(_call(gated, picture, flow, metric))
   warped = picture[:, :, 0]  # Only source column 0 lands on column 0: its own colour.
   linear_paint = linear_out[:, :, 0] - warped
   assert np.abs(linear_paint).mean() > 1e-3
-  np.testing.assert_allclose(squared_out[:, :, 0] - warped, 0.5 * linear_paint, atol=1e-5)
-  np.testing.assert_allclose(squared_out[:, :, 1:], linear_out[:, :, 1:], atol=1e-6)
+  np.testing.assert_allclose(gated_out[:, :, 0] - warped, gate / 0.5 * linear_paint, atol=1e-5)
+  np.testing.assert_allclose(gated_out[:, :, 1:], linear_out[:, :, 1:], atol=1e-6)
+
+
+def test_paint_gate_refuses_a_threshold_outside_the_coverage_range():
+  with pytest.raises(ValueError, match="fill_coverage"):
+    renderer.Renderer(**TINY, fill_coverage=0.0, rngs=nnx.Rngs(0))
 
 
 def test_render_frames_pads_the_last_batch_and_matches_frame_by_frame(trained_like):

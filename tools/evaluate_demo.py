@@ -181,7 +181,7 @@ def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> No
   for name in squared_errors:
     mse = np.mean(np.concatenate(squared_errors[name]))
     print(f"  {name:16s} PSNR {float(metrics.psnr_of_mse(mse)):6.2f} dB   "
-          f"LPIPS {np.mean(np.concatenate(lpips_values[name])):.4f}")
+          f"LPIPS {np.mean(np.concatenate(lpips_values[name])):.5f}")
 
 
 def loops(args) -> None:

@@ -13,7 +13,8 @@ feature pyramid by each frame's displacement, synthesise the frame.
 * `SynthesisDecoder`: co-modulated StyleGAN2-like synthesis (Zhao et al. 2021)
   from the coarsest scale to the finest, the splatted features entering as
   skips at every scale; it paints where splatting left pixels empty: its RGB
-  output is added to the warped picture weighted by ``1 - coverage``, and
+  output is added to the warped picture weighted by a gate that falls from 1
+  in a hole to 0 at full coverage (``1 - coverage`` by default), and
   starts at zero, so an untrained renderer is forward warping.
 
 Why the paint is gated by coverage: where splatting covered a pixel fully
@@ -246,19 +247,23 @@ class SynthesisDecoder(nnx.Module):
   upsampled activations of the block below concatenated with that scale's
   splatted features; the blocks' RGB outputs are upsampled and summed
   (StyleGAN2 skip generator), and the sum paints the warped picture where
-  its coverage ``c`` (``splatted[0][..., -1]``) is short of 1:
-  ``frame = warped + (1 - c)^fill_power * rgb``, so fully covered pixels
-  stay the warped picture exactly. The warped colour is a normalised
-  average, right wherever anything landed; a ``fill_power`` above 1 keeps
-  the paint out of merely stretched pixels (coverage 0.5-0.99), where its
-  texture costs more perceptually than it fixes (docs/DESIGN.md §2), and
-  still paints holes in full. Every resampling keeps the encoder's grid
-  (`regrid`). The frame is nominally in ``[-1, 1]`` and not clipped, so that
-  losses keep gradients.
+  its coverage ``c`` (``splatted[0][..., -1]``) is short of
+  ``fill_coverage``: ``frame = warped + gate(c) * rgb`` with
+  ``gate(c) = clip(1 - c / fill_coverage, 0, 1)^fill_power``, so fully
+  covered pixels stay the warped picture exactly. The defaults (1, 1) give
+  the linear gate ``1 - c``. The warped colour is a normalised average,
+  right wherever anything landed; a ``fill_coverage`` below 1 or a
+  ``fill_power`` above 1 keeps the paint out of merely stretched pixels
+  (coverage 0.5-0.99), where its texture costs more perceptually than it
+  fixes (docs/DESIGN.md §2), and still paints holes in full. Every
+  resampling keeps the encoder's grid (`regrid`). The frame is nominally in
+  ``[-1, 1]`` and not clipped, so that losses keep gradients.
   """
 
-  def __init__(self, *, in_channels, channels, code_dim: int, fill_power: float = 1.0,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, *, in_channels, channels, code_dim: int, fill_coverage: float = 1.0,
+               fill_power: float = 1.0, dtype=jnp.float32, rngs: nnx.Rngs):
+    if not 0 < fill_coverage <= 1:
+      raise ValueError(f"fill_coverage must lie in (0, 1], got {fill_coverage}")
     if len(in_channels) != len(channels):
       raise ValueError(f"one width per scale: in_channels {in_channels}, channels {channels}")
     blocks = []
@@ -267,8 +272,14 @@ class SynthesisDecoder(nnx.Module):
       blocks.append(SynthesisBlock(in_channels[s] + below, channels[s], code_dim, dtype=dtype,
                                    rngs=rngs))
     self.blocks = nnx.List(blocks)
+    self.fill_coverage = fill_coverage
     self.fill_power = fill_power
     self.dtype = dtype
+
+  def gate(self, coverage):
+    """How much of the paint passes at ``coverage`` in [0, 1]: 1 in a hole, 0 from
+    ``fill_coverage`` on."""
+    return jnp.clip(1.0 - coverage / self.fill_coverage, 0.0, 1.0)**self.fill_power
 
   def __call__(self, splatted, code):
     x = rgb = None
@@ -280,8 +291,8 @@ class SynthesisDecoder(nnx.Module):
       x, block_rgb = self.blocks[s](features, code)
       rgb = block_rgb if rgb is None else regrid(rgb, h, w, 0.5) + block_rgb
     warped = splatted[0][..., :3].astype(jnp.float32)
-    uncovered = 1.0 - splatted[0][..., -1:].astype(jnp.float32)
-    return warped + uncovered**self.fill_power * rgb.astype(jnp.float32)
+    coverage = splatted[0][..., -1:].astype(jnp.float32)
+    return warped + self.gate(coverage) * rgb.astype(jnp.float32)
 
 
 class Renderer(nnx.Module):
@@ -297,14 +308,15 @@ class Renderer(nnx.Module):
   paper: ResNet-34, (64, 128, 256, 512) and (3, 4, 6, 3)), one scale per
   stage; ``decoder_channels`` per scale (default: ``channels``); ``style_dim``
   of the co-modulation code; ``norm_groups`` (at most) of GroupNorm;
-  ``fill_power`` of the decoder's paint gate (`SynthesisDecoder`; 1, the
-  default, is the gate of runs made before the option existed); ``dtype`` of the
+  ``fill_coverage`` and ``fill_power`` of the decoder's paint gate
+  (`SynthesisDecoder`; 1 and 1, the defaults, are the gate of runs made
+  before the options existed); ``dtype`` of the
   computation (parameters are float32).
   """
 
   def __init__(self, *, channels=RESNET34_CHANNELS, depths=RESNET34_DEPTHS, decoder_channels=None,
-               style_dim: int = 512, norm_groups: int = 32, fill_power: float = 1.0,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               style_dim: int = 512, norm_groups: int = 32, fill_coverage: float = 1.0,
+               fill_power: float = 1.0, dtype=jnp.float32, rngs: nnx.Rngs):
     self.encoder = FeatureEncoder(channels=channels, depths=depths, style_dim=style_dim,
                                   norm_groups=norm_groups, dtype=dtype, rngs=rngs)
     # Splatted inputs: features + coverage, and the RGB at scale 0.
@@ -312,8 +324,8 @@ class Renderer(nnx.Module):
     in_channels[0] += 3
     self.decoder = SynthesisDecoder(in_channels=tuple(in_channels),
                                     channels=tuple(decoder_channels or channels),
-                                    code_dim=style_dim, fill_power=fill_power, dtype=dtype,
-                                    rngs=rngs)
+                                    code_dim=style_dim, fill_coverage=fill_coverage,
+                                    fill_power=fill_power, dtype=dtype, rngs=rngs)
 
   def encode(self, image):
     return self.encoder(image)
