@@ -24,7 +24,7 @@ NUM_SAMPLES = 8192
 # configuration compiles once (eagerly, `lax.scan` retraces every call).
 _sample = jax.jit(diffusion.ddim_sample, static_argnums=(0, 3), static_argnames=(
     "num_steps", "eta", "guidance_scale", "guidance_loss", "recurrence_steps", "clip_x0",
-    "prediction"))
+    "prediction", "unroll"))
 
 
 def _gaussian_eps(schedule, mu, var):
@@ -314,6 +314,29 @@ def test_loss_guidance_with_zero_weight_changes_nothing_and_pulls_when_weighted(
   pulled = sample(guidance_loss=loss, guidance_weight=0.5)
   distance = lambda x: float(jnp.linalg.norm(x.mean(0) - target))
   assert distance(pulled) < 0.8 * distance(plain)
+
+
+def test_unrolled_guided_steps_sample_what_the_loops_do():
+  """``unroll`` changes how the program is compiled, not its numbers: loss
+  guidance with recurrence and ancestral noise, in one call or in unrolled
+  one-step slices as the sampler runs it on a CPU."""
+  schedule = diffusion.make_schedule("linear", num_steps=100, beta_start=1e-3, beta_end=0.2)
+  eps_fn = _unconditional(_gaussian_eps(schedule, MU, VAR))
+  options = dict(eta=0.5, guidance_scale=0.0, guidance_loss=lambda x0: jnp.sum(x0**2),
+                 guidance_weight=0.3, recurrence_steps=2)
+  looped = _sample(eps_fn, schedule, jax.random.key(8), (64, 3), num_steps=6, **options)
+  unrolled = _sample(eps_fn, schedule, jax.random.key(8), (64, 3), num_steps=6, unroll=True,
+                     **options)
+  steps = jax.jit(diffusion.ddim_steps, static_argnums=0, static_argnames=(
+      "eta", "guidance_scale", "guidance_loss", "recurrence_steps", "unroll"))
+  z, plan = diffusion.ddim_start(schedule, jax.random.key(8), (64, 3), 6)
+  for first in range(6):
+    z = steps(eps_fn, schedule, z, jax.tree.map(lambda x: x[first:first + 1], plan),
+              unroll=True, **options)
+  plain = _sample(eps_fn, schedule, jax.random.key(8), (64, 3), num_steps=6)
+  assert np.abs(np.asarray(looped) - np.asarray(plain)).max() > 0.05  # Guidance pulls.
+  np.testing.assert_allclose(unrolled, looped, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(z, looped, rtol=1e-5, atol=1e-5)
 
 
 def test_clipped_x0_bounds_the_output():

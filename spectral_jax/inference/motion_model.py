@@ -89,7 +89,8 @@ class MotionModel:
     normalized spectral volumes, the same as `sample`.
 
     DDIM runs in equal slices of at most `MAX_STEPS_PER_CALL` steps, each one
-    call of the same compiled scan (a progress bar advances between them).
+    call of the same compiled scan (a progress bar advances between them);
+    with loop self-guidance, one unrolled step per call.
     The networks' parameters are arguments of the compiled functions, not
     constants baked into them, so JAX's persistent cache can reuse them in
     another process.
@@ -97,9 +98,13 @@ class MotionModel:
     unet_graph, unet_params = functional.split_params(self.unet)
     vae_graph, vae_params = functional.split_params(self.vae)
     num_steps = options.num_steps
-    per_call = max(d for d in range(1, min(num_steps, MAX_STEPS_PER_CALL) + 1)
-                   if num_steps % d == 0)
     ddim = self._ddim_options(options)
+    # A loss-guided step runs a backward pass, which XLA:CPU runs ~3x
+    # slower inside a compiled loop (`diffusion.ddim`): one unrolled step per
+    # call.
+    guided = ddim["guidance_loss"] is not None
+    per_call = 1 if guided else max(
+        d for d in range(1, min(num_steps, MAX_STEPS_PER_CALL) + 1) if num_steps % d == 0)
     factor = self.vae.downsample_factor
     channels = self.latent_stats["mean"].shape[-1]
 
@@ -116,7 +121,7 @@ class MotionModel:
       if loss is not None:
         loss = motion.on_latents(loss, vae, latent_stats)
       return diffusion.ddim_steps(eps_fn, self.schedule, z, plan,
-                                  **{**ddim, "guidance_loss": loss})
+                                  **{**ddim, "guidance_loss": loss}, unroll=guided)
 
     @jax.jit
     def finish(vae_params, latent_stats, z):
