@@ -78,7 +78,9 @@ def _lpips_function(vgg):
   return lambda pred, target: np.asarray(compiled(state, pred, target))
 
 
-def _motion(animator, photos, videos, lpips) -> None:
+def _motion(animator, photos, videos, lpips) -> list[np.ndarray]:
+  """Prints the motion measurements; returns each photo's seed-0 power
+  ``[K]`` px^2, which `_power` pools with the other seeds'."""
 
   from spectral_jax.data import photo_scenes
   from spectral_jax.data.video import write_video
@@ -86,7 +88,7 @@ def _motion(animator, photos, videos, lpips) -> None:
   from spectral_jax.inference.animator import video_times
   from spectral_jax.motion import viz
 
-  inside, outside = [], []
+  inside, outside, power = [], [], []
   print(f"motion on {len(photos)} held-out photos ({animator.width}x{animator.height}, "
         f"{animator.motion.options().num_steps} DDIM steps, guidance "
         f"{animator.motion.options().guidance_scale:g}, seed 0):")
@@ -101,6 +103,7 @@ def _motion(animator, photos, videos, lpips) -> None:
     mask = photo_scenes.vegetation_mask(picture)
     inside.append(amplitude[mask > VEGETATION])
     outside.append(amplitude[mask < 1 - VEGETATION])
+    power.append(np.mean(np.abs(spectral)**2, axis=(1, 2, 3)))  # [K] px^2.
     texture = animator.texture(spectral, video_times(animator.num_frames))
     frames = animator.render(picture, texture)
     before, after = frames[:-1], frames[1:]
@@ -118,16 +121,19 @@ def _motion(animator, photos, videos, lpips) -> None:
   print(f"  pooled: mean amplitude {_mean(pooled_in):.3f} px inside vegetation "
         f"({pooled_in.size} px), {_mean(pooled_out):.3f} px outside ({pooled_out.size} px): "
         f"ratio {_mean(pooled_in) / _mean(pooled_out):.2f}")
+  return power
 
 
-def _power(animator, photos, num_seeds: int) -> None:
+def _power(animator, photos, num_seeds: int, seed_zero: list[np.ndarray]) -> None:
+  """Prints the mean power per bin over seeds 0..num_seeds-1 of each photo;
+  ``seed_zero`` holds seed 0's (from `_motion`), in the order of ``photos``."""
   from spectral_jax.inference import pictures
 
-  power = []
+  power = list(seed_zero)
   for path in photos:
     picture, _ = pictures.fit_picture(pictures.read_picture(path), animator.width,
                                       animator.height)
-    for seed in range(num_seeds):
+    for seed in range(1, num_seeds):
       spectral = animator.spectral(picture, seed)
       power.append(np.mean(np.abs(spectral)**2, axis=(1, 2, 3)))  # [K] px^2.
   power = np.mean(power, axis=0)
@@ -266,8 +272,8 @@ def held_out(args) -> None:
   if args.videos:
     args.videos.mkdir(parents=True, exist_ok=True)
   if not args.renderer_only:
-    _motion(animator, photos, args.videos, lpips)
-    _power(animator, photos, args.power_seeds)
+    seed_zero = _motion(animator, photos, args.videos, lpips)
+    _power(animator, photos, args.power_seeds, seed_zero)
   _renderer(animator, photos, lpips, args.scenes, args.frame_stride)
 
 
