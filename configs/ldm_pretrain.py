@@ -29,6 +29,10 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       "image_encoder_channels": 16 if tiny else 64,
       # The image encoder must reach the VAE's latent resolution (4x down).
       "image_downsamples": 2,
+      # GroupNorm groups of at least 4 channels after the timestep and
+      # frequency embeddings are added: a group of one channel erases them
+      # (tiny's 32-channel level otherwise ignores t and the frequency).
+      "min_channels_per_group": 4,
   })
   config.diffusion = ml_collections.ConfigDict({
       # The demo's schedule ends at zero SNR and its network predicts v: with

@@ -203,7 +203,8 @@ def test_motion_transfer_reproduces_a_measured_video(runs, animator, scene, tmp_
   assert error < 0.8 * unchanged and error < 1.4 * exact, (error, exact, unchanged)
 
 
-def test_interact_poke_moves_most_where_it_pokes_and_rings_down(runs, scene, tmp_path, capsys):
+def test_interact_poke_moves_most_where_it_pokes_and_rings_down(runs, animator, scene, tmp_path,
+                                                                capsys):
   Motion(scene.spectral, scene.frames[0], 30.0, T).save(tmp_path / "S.npz")
   iio.imwrite(tmp_path / "first.png", scene.frames[0])
   amplitude = np.abs(scene.spectral[1:]).sum(axis=(0, 3))
@@ -213,8 +214,18 @@ def test_interact_poke_moves_most_where_it_pokes_and_rings_down(runs, scene, tmp
                              "--frames", 24, "-o", tmp_path / "poke.mp4", "--checkpoint",
                              runs)
   assert code == 0, err
-  assert iio.imread(tmp_path / "poke.mp4").shape == (24, HEIGHT, WIDTH, 3)
   assert "1 poke(s)" in printed
+  # The poke in the model's pixels: the picture is 4x the model's size, so
+  # pixel edges scale by 1/4, ``x' = (x + 0.5) / 4 - 0.5``, and the push too.
+  model_poke = dynamics.Poke((x + 0.5) / 4 - 0.5, (y + 0.5) / 4 - 0.5, 0.5, 0.0, 1.0)
+  picture = pictures.fit_picture(scene.frames[0], WIDTH, HEIGHT)[0]
+  spectral = pictures.fit_spectral(scene.spectral, WIDTH, HEIGHT)
+  expected = dynamics.simulate(spectral, [model_poke], num_output_frames=24, fps=30.0,
+                               num_frames=T)
+  frames = animator.render(picture, expected.displacement)
+  np.testing.assert_array_equal(iio.imread(tmp_path / "poke.mp4"),
+                                _decoded_like(frames, 30.0, tmp_path / "expected.mp4"))
+  assert np.abs(frames[1:].astype(int) - picture).max() > 10  # The poke shows.
 
   response = dynamics.simulate(scene.spectral, [dynamics.Poke(x, y, 2.0, 0.0, 1.0)],
                                num_output_frames=24, fps=30.0, num_frames=T)
@@ -226,6 +237,72 @@ def test_interact_poke_moves_most_where_it_pokes_and_rings_down(runs, scene, tmp
   assert peak[still].max() < 0.05 * near
   energy = response.energy()
   assert np.all(np.diff(energy[2:]) < 0)
+
+
+def _decoded_like(frames, fps, path) -> np.ndarray:
+  """``frames`` as the commands' videos show them: written by the same
+  H.264 writer to ``path`` and decoded (x264 is deterministic, so equal
+  frames give equal videos)."""
+  video.write_video(path, frames, fps)
+  return iio.imread(path)
+
+
+@pytest.fixture(scope="module")
+def small_scene():
+  """A swaying scene at the models' own size, with motion of a few pixels."""
+  return synthetic.make_scene(5, num_frames=T, height=HEIGHT, width=WIDTH, num_freqs=K,
+                              max_amplitude_px=2.0, background="photo")
+
+
+def test_animate_options_reach_the_frames(runs, animator, small_scene, tmp_path, capsys):
+  """``--magnify``, ``--slowmo``, ``--fps`` and ``--mask`` through the
+  command line, with a measured motion: the video is the one rendered from
+  the texture they ask for, and the mask stills the motion it covers."""
+  picture = small_scene.frames[0]
+  iio.imwrite(tmp_path / "first.png", picture)
+  Motion(small_scene.spectral, picture, 30.0, T).save(tmp_path / "S.npz")
+  mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+  mask[:, WIDTH // 2:] = 255
+  iio.imwrite(tmp_path / "mask.png", mask)
+  code, printed, err = _main(capsys, "animate", tmp_path / "first.png", "--motion",
+                             tmp_path / "S.npz", "--checkpoint", runs, "--frames", 6,
+                             "--magnify", 2.5, "--slowmo", 2, "--fps", 12, "--mask",
+                             tmp_path / "mask.png", "--feather", 0, "-o", tmp_path / "out.mp4",
+                             "--save-motion", tmp_path / "masked.npz")
+  assert code == 0, err
+  assert "11 frames at 12 fps" in printed
+  assert iio.immeta(tmp_path / "out.mp4")["fps"] == 12
+  masked = Motion.load(tmp_path / "masked.npz").spectral_volume
+  np.testing.assert_array_equal(masked[:, :, :WIDTH // 2], 0)
+  np.testing.assert_allclose(masked[:, :, WIDTH // 2:], small_scene.spectral[:, :, WIDTH // 2:],
+                             rtol=1e-6)
+  times = np.arange(11) / 2  # 2 (6 - 1) + 1 frames, half a frame apart.
+  expected = animator.render(picture, animator.texture(masked, times, 2.5))
+  video_frames = iio.imread(tmp_path / "out.mp4")
+  np.testing.assert_array_equal(video_frames,
+                                _decoded_like(expected, 12, tmp_path / "expected.mp4"))
+  # The options change what shows: without magnification or mask the frames differ.
+  for spectral, magnify in ((masked, 1.0), (small_scene.spectral, 2.5)):
+    other = animator.render(picture, animator.texture(spectral, times, magnify))
+    assert np.abs(other.astype(int) - expected).mean() > 0.1
+
+
+def test_animate_sampling_options_reach_the_motion(runs, animator, tmp_path, capsys):
+  """``--seed``, ``--guidance``, ``--steps`` and ``--loop`` (with slow
+  motion, whose loop shows S N frames) through the command line: the saved
+  motion is what `Animator.spectral` samples with those options (each of
+  them, left out, changes it by more than 1e-4 px)."""
+  picture = (skimage.data.astronaut()[:HEIGHT * 4:4, :WIDTH * 4:4]).copy()
+  iio.imwrite(tmp_path / "picture.png", picture)
+  code, printed, err = _main(capsys, "animate", tmp_path / "picture.png", "--checkpoint", runs,
+                             "--frames", 5, "--slowmo", 2, "--loop", "--seed", 3,
+                             "--guidance", 4.0, "--steps", 2, "-o", tmp_path / "out.mp4",
+                             "--save-motion", tmp_path / "S.npz")
+  assert code == 0, err
+  assert "10 frames at 30 fps" in printed
+  options = animator.motion.options(num_steps=2, guidance_scale=4.0, loop_frames=5)
+  np.testing.assert_allclose(Motion.load(tmp_path / "S.npz").spectral_volume,
+                             animator.spectral(picture, 3, options), rtol=1e-5, atol=1e-6)
 
 
 def test_a_folder_of_pictures_gives_one_video_each(runs, tmp_path, capsys):
@@ -242,7 +319,7 @@ def test_a_folder_of_pictures_gives_one_video_each(runs, tmp_path, capsys):
 
 def test_motion_run_pins_its_vae(runs, tmp_path, animator):
   """Training the VAE on after the motion run, or moving the folder of runs,
-  changes nothing that sampling decodes."""
+  changes nothing that sampling decodes or that an export holds."""
   picture = np.zeros((HEIGHT, WIDTH, 3), np.uint8) + 100
   before = animator.spectral(picture, seed=2)
   _, stats, _ = checkpoint.read_config(runs / "ldm2")
@@ -259,6 +336,16 @@ def test_motion_run_pins_its_vae(runs, tmp_path, animator):
   pinned = loading.load_vae(moved / "vae", step=stats["vae"]["step"])
   latest = loading.load_vae(moved / "vae")
   assert latest.step == 5 and pinned.step == stats["vae"]["step"]
+  # An export takes the pinned VAE too, not the latest.
+  manifest = export.write(moved, tmp_path / "export")
+  assert manifest["vae"]["step"] == stats["vae"]["step"]
+  exported = load_file(tmp_path / "export" / manifest["vae"]["file"])
+  pinned_params = train_configs.flat_params(functional.split_params(pinned.vae)[1])
+  latest_params = train_configs.flat_params(functional.split_params(latest.vae)[1])
+  assert set(exported) == set(pinned_params)
+  assert any(not np.array_equal(pinned_params[n], latest_params[n]) for n in pinned_params)
+  for name, value in pinned_params.items():
+    np.testing.assert_array_equal(exported[name], value, err_msg=name)
 
 
 def _command(*argv, env=None):

@@ -10,7 +10,7 @@ from flax import nnx
 from spectral_jax.models import layers, unet, vae
 
 UNET = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
-            num_heads=2, num_freqs=4, image_encoder_channels=8)
+            num_heads=2, num_freqs=4, image_encoder_channels=8, min_channels_per_group=4)
 B, K, LATENT_HW, IMAGE_HW = 2, 4, (8, 12), (32, 48)
 
 
@@ -67,9 +67,25 @@ def test_timestep_embedding_is_cos_then_sin():
   np.testing.assert_allclose(emb[1, [0, 3]], [np.cos(5.0), np.sin(5.0)], rtol=1e-6)
 
 
-@pytest.mark.parametrize("channels,groups", [(16, 16), (48, 16), (128, 32)])
-def test_group_norm_groups_divide_channels(channels, groups):
-  assert layers.group_norm(channels, rngs=nnx.Rngs(0)).num_groups == groups
+@pytest.mark.parametrize("channels,min_channels,groups", [
+    (16, 1, 16), (48, 1, 16), (128, 1, 32), (16, 4, 4), (32, 4, 8), (48, 4, 8), (64, 4, 16),
+    (128, 4, 32), (1024, 4, 32), (6, 4, 1)])
+def test_group_norm_groups_divide_channels(channels, min_channels, groups):
+  norm = layers.group_norm(channels, min_channels_per_group=min_channels, rngs=nnx.Rngs(0))
+  assert norm.num_groups == groups
+
+
+def test_a_bias_before_a_group_norm_survives_only_in_groups_of_several_channels():
+  """Why `MotionUNet` takes ``min_channels_per_group``: a per-channel
+  constant (an embedding) added before GroupNorm is erased by one-channel
+  groups and kept by wider ones."""
+  x = jax.random.normal(jax.random.key(0), (1, 4, 4, 16))
+  bias = jnp.arange(16.0)
+  changes = {}
+  for min_channels in (1, 4):
+    norm = layers.group_norm(16, min_channels_per_group=min_channels, rngs=nnx.Rngs(0))
+    changes[min_channels] = np.abs(norm(x + bias) - norm(x)).max()
+  assert changes[1] < 1e-3 and changes[4] > 0.1, changes
 
 
 def test_vae_shapes_and_4x_downsampling():
@@ -201,6 +217,36 @@ def test_unet_computes_in_bfloat16_with_float32_params():
   assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
   eps = apply(params, *_unet_inputs(1))
   assert eps.dtype == jnp.float32 and np.isfinite(eps).all()
+
+
+@pytest.mark.parametrize("freq_attention", [False, True])
+def test_the_frequency_index_reaches_the_prediction(freq_attention):
+  """The same noisy latent at every frequency: each bin's prediction is its
+  own, through the frequency embedding (and, in stage 2, frequency
+  attention's index embeddings). With rows 0 and 1 of every embedding table
+  swapped and bins 0 and 1's indices swapped, the predictions are the same:
+  the tables are looked up by the index."""
+  model = unet.MotionUNet(**UNET, freq_attention=freq_attention, rngs=nnx.Rngs(0))
+  apply, params = _pure(model)
+  params = _perturbed(params, seed=4)
+  z_t, t, image, freq_index, cond = _unet_inputs(K)
+  z_t = jnp.broadcast_to(z_t[:, :1], z_t.shape)
+  eps = np.asarray(apply(params, z_t, t, image, freq_index, cond))
+  for a in range(K):
+    for b in range(a + 1, K):
+      assert np.abs(eps[:, a] - eps[:, b]).max() > 1e-3, (a, b)
+  same_bin = np.asarray(apply(params, z_t, t, image, jnp.zeros_like(freq_index), cond))
+  np.testing.assert_allclose(same_bin, np.broadcast_to(same_bin[:, :1], eps.shape), atol=1e-5)
+
+  flat = dict(nnx.to_flat_state(params))
+  tables = [path for path in flat
+            if path[-1] == "embedding" and ("freq_embed" in path or "pos_embed" in path)]
+  # One for the U-Net, and one per frequency attention (8 in stage 2).
+  assert len(tables) == (9 if freq_attention else 1), tables
+  for path in tables:
+    flat[path] = flat[path].replace(np.asarray(flat[path].get_value())[[1, 0, 2, 3]])
+  swapped = apply(nnx.from_flat_state(flat), z_t, t, image, freq_index[:, [1, 0, 2, 3]], cond)
+  np.testing.assert_allclose(swapped, eps, atol=1e-5)
 
 
 def test_dropped_condition_ignores_the_image(stage1):

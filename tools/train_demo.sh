@@ -14,7 +14,8 @@
 # 3. Measures the model on the held-out photos (tools/evaluate_demo.py).
 # 4. Exports it as float16 to WORKDIR/export (`spectral-jax export`); copy
 #    that folder to spectral_jax/default_model/ to ship it (`animate`
-#    uses it when no --checkpoint is given).
+#    uses it when no --checkpoint is given), then regenerate the golden
+#    outputs its tests compare against: `python tests/test_default_model.py`.
 #
 # Every stage resumes where it stopped: run the same command again after an
 # interruption. About 75 minutes on a 2-core CPU; on an accelerator the same

@@ -14,17 +14,26 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-def group_norm(channels: int, *, epsilon: float = 1e-6, dtype=jnp.float32,
-               rngs: nnx.Rngs) -> nnx.GroupNorm:
-  """GroupNorm with 32 groups, or the largest power of two dividing
-  ``channels`` below that, so tiny configs (e.g. 16 channels) still build.
+def group_norm(channels: int, *, min_channels_per_group: int = 1, epsilon: float = 1e-6,
+               dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.GroupNorm:
+  """GroupNorm with 32 groups, or the largest power of two below that which
+  divides ``channels`` into groups of at least ``min_channels_per_group``,
+  so tiny configs (e.g. 16 channels) still build.
+
+  A group of one channel normalizes each channel on its own and erases any
+  per-channel constant added before it, such as a residual block's timestep
+  and frequency embedding: blocks that take an embedding need groups of
+  several channels (`MotionUNet`'s ``min_channels_per_group``).
 
   ``epsilon`` is added to each group's variance: a group whose spread is far
   below ``sqrt(epsilon)`` is not blown up to unit spread, and its gradient
   is amplified at most ``1 / sqrt(epsilon)``-fold.
   """
-  return nnx.GroupNorm(channels, num_groups=math.gcd(32, channels), epsilon=epsilon,
-                       dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+  groups = 32
+  while groups > 1 and (channels % groups or channels // groups < min_channels_per_group):
+    groups //= 2
+  return nnx.GroupNorm(channels, num_groups=groups, epsilon=epsilon, dtype=dtype,
+                       param_dtype=jnp.float32, rngs=rngs)
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, *,
@@ -65,13 +74,15 @@ class ResBlock(nnx.Module):
   """
 
   def __init__(self, in_channels: int, out_channels: int, emb_channels: int | None = None, *,
-               zero_init: bool = False, norm_epsilon: float = 1e-6, dtype=jnp.float32,
-               rngs: nnx.Rngs):
-    self.norm1 = group_norm(in_channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
+               zero_init: bool = False, norm_epsilon: float = 1e-6,
+               min_channels_per_group: int = 1, dtype=jnp.float32, rngs: nnx.Rngs):
+    norm = dict(min_channels_per_group=min_channels_per_group, epsilon=norm_epsilon,
+                dtype=dtype, rngs=rngs)
+    self.norm1 = group_norm(in_channels, **norm)
     self.conv1 = conv(in_channels, out_channels, dtype=dtype, rngs=rngs)
     self.emb_proj = (linear(emb_channels, out_channels, dtype=dtype, rngs=rngs)
                      if emb_channels else None)
-    self.norm2 = group_norm(out_channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
+    self.norm2 = group_norm(out_channels, **norm)
     self.conv2 = conv(out_channels, out_channels, zero_init=zero_init, dtype=dtype, rngs=rngs)
     self.shortcut = (conv(in_channels, out_channels, 1, dtype=dtype, rngs=rngs)
                      if in_channels != out_channels else None)
@@ -137,8 +148,10 @@ class SpatialAttention(nnx.Module):
   a residual: ``[N, h, w, C]`` → ``[N, h, w, C]``."""
 
   def __init__(self, channels: int, num_heads: int = 1, *, zero_init: bool = False,
-               norm_epsilon: float = 1e-6, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.norm = group_norm(channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
+               norm_epsilon: float = 1e-6, min_channels_per_group: int = 1, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.norm = group_norm(channels, min_channels_per_group=min_channels_per_group,
+                           epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     self.attn = SelfAttention(channels, num_heads, zero_init=zero_init, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):

@@ -92,11 +92,13 @@ class _Unit(nnx.Module):
   frequency attention: ``[B * F, h, w, C_in]`` → ``[B * F, h, w, C_out]``."""
 
   def __init__(self, in_channels, out_channels, emb_channels, *, attention, num_heads,
-               freq_attention, num_freqs, dtype, rngs):
+               freq_attention, num_freqs, min_channels_per_group, dtype, rngs):
     self.res = layers.ResBlock(in_channels, out_channels, emb_channels, zero_init=True,
-                               dtype=dtype, rngs=rngs)
-    self.attn = (layers.SpatialAttention(out_channels, num_heads, zero_init=True, dtype=dtype,
-                                         rngs=rngs) if attention else None)
+                               min_channels_per_group=min_channels_per_group, dtype=dtype,
+                               rngs=rngs)
+    self.attn = (layers.SpatialAttention(out_channels, num_heads, zero_init=True,
+                                         min_channels_per_group=min_channels_per_group,
+                                         dtype=dtype, rngs=rngs) if attention else None)
     self.freq_attn = (FrequencyAttention(out_channels, num_heads, num_freqs, dtype=dtype,
                                          rngs=rngs) if freq_attention else None)
 
@@ -125,7 +127,12 @@ class MotionUNet(nnx.Module):
   is still a non-trivial function of its inputs (and of the condition).
 
   The timestep embedding (sinusoidal → MLP, ``4 * base_channels`` wide) plus a
-  learned embedding of the frequency index feeds every residual block. The
+  learned embedding of the frequency index feeds every residual block, added
+  before a GroupNorm: ``min_channels_per_group`` (4 in the configs) keeps that
+  norm's groups wide enough not to erase it. The default 1 is the rule of
+  the runs and exports made before the field existed (one channel per group
+  below 32 channels), so they load as they trained; the paper's widths
+  (128 channels and up) have 4 or more per group either way. The
   image features are computed once per example, zeroed where ``cond_mask`` is
   False (the dropped condition of classifier-free guidance), broadcast over
   ``F`` and concatenated to ``z_t``.
@@ -135,14 +142,14 @@ class MotionUNet(nnx.Module):
                channel_mults: Sequence[int] = (1, 4, 8), num_res_blocks: int = 2,
                attention_levels: Sequence[int] = (1, 2), num_heads: int = 8, num_freqs: int = 16,
                freq_attention: bool = False, image_encoder_channels: int = 64,
-               image_downsamples: int = 2, image_encoder_res_blocks: int = 1, *,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               image_downsamples: int = 2, image_encoder_res_blocks: int = 1,
+               min_channels_per_group: int = 1, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.dtype = dtype
     self.base_channels = base_channels
     self.downsample_factor = 2 ** (len(channel_mults) - 1)
     emb_channels = 4 * base_channels
     unit = dict(num_heads=num_heads, freq_attention=freq_attention, num_freqs=num_freqs,
-                dtype=dtype, rngs=rngs)
+                min_channels_per_group=min_channels_per_group, dtype=dtype, rngs=rngs)
 
     self.image_encoder = ImageEncoder(cond_channels, image_encoder_channels, image_downsamples,
                                       image_encoder_res_blocks, dtype=dtype, rngs=rngs)
