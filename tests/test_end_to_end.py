@@ -224,7 +224,7 @@ def _train_command(stage: str, workdir: Path, data_dir: Path, runs: dict) -> lis
 # that has loaded JAX, which warns of any fork.
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_videos_to_animation_through_the_command_lines(videos, tmp_path):
-  """The workflow of the README, each step through its command line:
+  """The workflow of docs/TRAINING.md, each step through its command line:
   `spectral-jax prepare` of synthetic videos; the four `tiny` stages trained
   from the prepared set (chained by --config.vae_from/init_from, evaluated on
   its test split); `spectral-jax animate --checkpoint RUNS` of a held-out
