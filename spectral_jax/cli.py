@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from spectral_jax.checks import number
+from spectral_jax.data import defaults
 
 # Option checks (argparse ``type=``): bad values are refused before any work.
 _POSITIVE_INT = number(int, low=1)
@@ -20,26 +21,49 @@ _POSITIVE = number(low=0, low_open=True)
 _NON_NEGATIVE = number(low=0)
 _FRACTION = number(low=0, high=1)
 
+# Checks of the settings `prepare` takes from a data config too, by name:
+# of an option's text (argparse ``type=``) and of a data config's value alike.
+_SETTING_CHECKS = {
+    "frames": _POSITIVE_INT,
+    "fps": _POSITIVE,
+    "K": _POSITIVE_INT,
+    "stride": _POSITIVE_INT,
+    "workers": _POSITIVE_INT,
+    # The 0th percentile of |x| is 0: a scale that divides by zero.
+    "percentile": number(low=0, high=100, low_open=True),
+    # 1 holds every video out: an evaluation-only data set (no train split).
+    "test_fraction": _FRACTION,
+    "render_frames": _NON_NEGATIVE_INT,
+    "static_px": _NON_NEGATIVE,
+    "camera_px": _NON_NEGATIVE,
+    "camera_fraction": _FRACTION,
+    "scene_cut": _NON_NEGATIVE,
+}
 
-def _add_clip_arguments(parser: argparse.ArgumentParser, paper) -> None:
-  """Clip options; defaults from ``paper``, a default `ClipConfig`."""
-  parser.add_argument("--frames", type=_POSITIVE_INT, default=paper.num_frames,
-                      help="T, frames per clip (default %(default)s)")
-  parser.add_argument("--fps", type=_POSITIVE, default=paper.fps,
-                      help="frame rate the video is resampled to (default %(default)s)")
-  parser.add_argument("--size", default=f"{paper.width}x{paper.height}",
-                      help="WIDTHxHEIGHT after centre crop and resize (default %(default)s)")
-  parser.add_argument("--K", type=_POSITIVE_INT, default=paper.num_freqs,
-                      help="frequency bins kept (default %(default)s)")
-  parser.add_argument("--preset", default="medium", choices=["ultrafast", "fast", "medium"],
-                      help="DIS optical flow preset (default %(default)s)")
-  parser.add_argument("--fb-check", action="store_true",
+
+def _add_clip_arguments(parser: argparse.ArgumentParser, paper: dict, *,
+                        from_config: bool = False) -> None:
+  """Clip options, with ``paper``'s values (`defaults.prepare_settings`) as
+  defaults; with ``from_config``, shown only: an option not given is None,
+  for `parse_args` to take from the data config."""
+  default = dict.fromkeys(paper) if from_config else paper
+  parser.add_argument("--frames", type=_SETTING_CHECKS["frames"], default=default["frames"],
+                      help=f"T, frames per clip (default {paper['frames']})")
+  parser.add_argument("--fps", type=_SETTING_CHECKS["fps"], default=default["fps"],
+                      help=f"frame rate the video is resampled to (default {paper['fps']})")
+  parser.add_argument("--size", default=default["size"],
+                      help=f"WIDTHxHEIGHT after centre crop and resize (default {paper['size']})")
+  parser.add_argument("--K", type=_SETTING_CHECKS["K"], default=default["K"],
+                      help=f"frequency bins kept (default {paper['K']})")
+  parser.add_argument("--preset", default=default["preset"],
+                      choices=["ultrafast", "fast", "medium"],
+                      help=f"DIS optical flow preset (default {paper['preset']})")
+  parser.add_argument("--fb-check", action="store_true", default=default["fb_check"],
                       help="forward-backward flow consistency check (twice the flow cost)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-  from spectral_jax.data.clips import ClipConfig
-  paper = ClipConfig()  # The defaults users see are the paper's clips.
+  paper = defaults.prepare_settings()  # The defaults users see are the paper's.
   parser = argparse.ArgumentParser(
       prog="spectral-jax",
       description="Animate still pictures with predicted spectral volumes of natural motion.")
@@ -60,49 +84,55 @@ def build_parser() -> argparse.ArgumentParser:
   synth.add_argument("-o", "--output", required=True, help="output folder")
   synth.add_argument("--num", type=_POSITIVE_INT, required=True, help="number of videos")
   synth.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0, help="seed of the first video")
-  synth.add_argument("--frames", type=_POSITIVE_INT, default=paper.num_frames)
-  synth.add_argument("--fps", type=_POSITIVE, default=paper.fps)
-  synth.add_argument("--size", default=f"{paper.width}x{paper.height}", help="WIDTHxHEIGHT")
-  synth.add_argument("--K", type=_POSITIVE_INT, default=paper.num_freqs)
+  synth.add_argument("--frames", type=_POSITIVE_INT, default=paper["frames"])
+  synth.add_argument("--fps", type=_POSITIVE, default=paper["fps"])
+  synth.add_argument("--size", default=paper["size"], help="WIDTHxHEIGHT")
+  synth.add_argument("--K", type=_POSITIVE_INT, default=paper["K"])
   synth.add_argument("--from-photos", metavar="DIR",
                      help="sway the vegetation of the photos in DIR (one per video, in turn) "
                      "instead of painting plants over a stock photo")
   synth.set_defaults(app="synth")
 
-  prepare = commands.add_parser("prepare", help="TFDS data set from a folder of videos")
+  # A setting not given is None here: `parse_args` takes it from the data
+  # config (`data_config`).
+  prepare = commands.add_parser(
+      "prepare", help="TFDS data set from a folder of videos",
+      description="Cuts the videos into clips, measures their motion and writes a TFDS data "
+      "set of spectral volumes. Settings not given come from the data config (--config), "
+      "without one from the paper's (the defaults shown).")
   prepare.add_argument("videos_dir")
   prepare.add_argument("-o", "--output", required=True, help="data set folder")
   prepare.add_argument("--config", metavar="FILE.py[:VARIANT]",
-                       help="defaults from a config file, e.g. configs/data.py:hires")
-  prepare.add_argument("--stride", type=_POSITIVE_INT, default=paper.stride,
-                       help="frames between clip starts (default %(default)s)")
-  prepare.add_argument("--workers", type=_POSITIVE_INT, default=2,
-                       help="extraction processes (default %(default)s)")
-  # The 0th percentile of |x| is 0: a scale that divides by zero.
-  prepare.add_argument("--percentile", type=number(low=0, high=100, low_open=True),
-                       default=97.0,
-                       help="normalization percentile per frequency (default %(default)s)")
-  # 1 holds every video out: an evaluation-only data set (no train split).
-  prepare.add_argument("--test-fraction", type=_FRACTION, default=0.05,
-                       help="share of videos held out as the test split (default %(default)s)")
-  prepare.add_argument("--keep-cache", action="store_true",
+                       help="the data config, e.g. configs/data.py:hires (default: the paper's)")
+  prepare.add_argument("--stride", type=_SETTING_CHECKS["stride"],
+                       help=f"frames between clip starts (default {paper['stride']})")
+  prepare.add_argument("--workers", type=_SETTING_CHECKS["workers"],
+                       help=f"extraction processes (default {paper['workers']})")
+  prepare.add_argument("--percentile", type=_SETTING_CHECKS["percentile"],
+                       help=f"normalization percentile per frequency "
+                       f"(default {paper['percentile']})")
+  prepare.add_argument("--test-fraction", type=_SETTING_CHECKS["test_fraction"],
+                       help=f"share of videos held out as the test split "
+                       f"(default {paper['test_fraction']})")
+  prepare.add_argument("--keep-cache", action="store_true", default=None,
                        help="keep the extracted clips after writing the data set")
-  prepare.add_argument("--render-frames", type=_NON_NEGATIVE_INT,
-                       default=paper.num_render_frames,
-                       help="frames kept per clip for renderer training (default %(default)s)")
-  prepare.add_argument("--static-px", type=_NON_NEGATIVE, default=paper.static_px,
-                       help="drop clips whose mean trajectory magnitude is below this "
-                       "(pixels, default %(default)s)")
-  prepare.add_argument("--camera-px", type=_NON_NEGATIVE, default=paper.camera_px,
-                       help="mean trajectory magnitude that counts a pixel as moving "
-                       "for the camera-motion filter (pixels, default %(default)s)")
-  prepare.add_argument("--camera-fraction", type=_FRACTION, default=paper.camera_fraction,
-                       help="drop clips where more than this fraction of pixels moves "
-                       "over --camera-px on average: camera motion (default %(default)s)")
-  prepare.add_argument("--scene-cut", type=_NON_NEGATIVE, default=paper.scene_cut,
-                       help="colour-histogram change (1 - correlation) that counts as a "
-                       "scene cut (default %(default)s)")
-  _add_clip_arguments(prepare, paper)
+  prepare.add_argument("--render-frames", type=_SETTING_CHECKS["render_frames"],
+                       help=f"frames kept per clip for renderer training "
+                       f"(default {paper['render_frames']})")
+  prepare.add_argument("--static-px", type=_SETTING_CHECKS["static_px"],
+                       help=f"drop clips whose mean trajectory magnitude is below this "
+                       f"(pixels, default {paper['static_px']})")
+  prepare.add_argument("--camera-px", type=_SETTING_CHECKS["camera_px"],
+                       help=f"mean trajectory magnitude that counts a pixel as moving "
+                       f"for the camera-motion filter (pixels, default {paper['camera_px']})")
+  prepare.add_argument("--camera-fraction", type=_SETTING_CHECKS["camera_fraction"],
+                       help=f"drop clips where more than this fraction of pixels moves "
+                       f"over --camera-px on average: camera motion "
+                       f"(default {paper['camera_fraction']})")
+  prepare.add_argument("--scene-cut", type=_SETTING_CHECKS["scene_cut"],
+                       help=f"colour-histogram change (1 - correlation) that counts as a "
+                       f"scene cut (default {paper['scene_cut']})")
+  _add_clip_arguments(prepare, paper, from_config=True)
   prepare.set_defaults(app="prepare")
 
   animate = commands.add_parser(
@@ -250,28 +280,39 @@ def load_config_file(spec: str) -> dict:
   return load(path, arg or None).to_dict()
 
 
+def data_config(spec: str | None = None) -> dict:
+  """`prepare`'s settings, named as its options: the paper's
+  (`defaults.prepare_settings`), with those of the data config file
+  ``path.py[:VARIANT]`` over them, each checked as its option is.
+
+  Raises:
+    ValueError: the file names a setting `prepare` does not have, or a value
+      its option would refuse.
+  """
+  settings = defaults.prepare_settings()
+  if spec is None:
+    return settings
+  values = load_config_file(spec)
+  unknown = sorted(set(values) - set(settings))
+  if unknown:
+    raise ValueError(f"{spec}: settings {unknown} are not options of prepare")
+  for name, value in values.items():
+    if name in _SETTING_CHECKS:
+      try:
+        values[name] = _SETTING_CHECKS[name](value)
+      except argparse.ArgumentTypeError as error:
+        raise ValueError(f"{spec}: {name}: {error}") from None
+  return {**settings, **values}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-  """Parses ``argv``; a ``--config FILE[:VARIANT]`` supplies the defaults
-  that flags on the command line then override."""
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  if getattr(args, "config", None):
-    values = load_config_file(args.config)
-    subparser = parser._subparsers._group_actions[0].choices[args.command]  # pylint: disable=protected-access
-    actions = {action.dest: action for action in subparser._actions}  # pylint: disable=protected-access
-    unknown = sorted(set(values) - set(actions))
-    if unknown:
-      raise ValueError(f"{args.config}: settings {unknown} are not options of {args.command}")
-    # Defaults skip an option's checks (argparse applies ``type`` to string
-    # defaults only): a config file's values get them here.
-    for dest, value in values.items():
-      if actions[dest].type is not None and not isinstance(value, str):
-        try:
-          actions[dest].type(value)
-        except (argparse.ArgumentTypeError, TypeError, ValueError) as error:
-          raise ValueError(f"{args.config}: {dest}: {error}") from None
-    subparser.set_defaults(**values)
-    args = parser.parse_args(argv)
+  """Parses ``argv``; `prepare`'s settings not given on the command line
+  come from its data config (``--config FILE[:VARIANT]``, else the paper's)."""
+  args = build_parser().parse_args(argv)
+  if args.command == "prepare":
+    for name, value in data_config(args.config).items():
+      if getattr(args, name) is None:
+        setattr(args, name, value)
   return args
 
 

@@ -4,11 +4,13 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from spectral_jax import cli
+from spectral_jax import cli, config_base
+from spectral_jax.apps import prepare as prepare_app
 from spectral_jax.data import clips, dataset, pipeline, prepare
 from spectral_jax.data import video as video_io
 from spectral_jax.motion import flow
@@ -17,6 +19,7 @@ from spectral_jax.motion.spectral import from_real_layout
 CONFIG = clips.ClipConfig(num_frames=32, fps=30.0, width=64, height=48, num_freqs=8,
                           stride=8, num_render_frames=3, static_px=0.05)
 OPTIONS = prepare.PrepareOptions(workers=1, test_fraction=0.0)
+DATA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data.py"
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +283,21 @@ def test_a_histogram_from_another_preparation_is_refused(data_dir, tmp_path):
   assert dataset.load_normalization(out, 97.0).percentile == 97.0  # Not needed: not read.
   with pytest.raises(ValueError, match="different preparations"):
     dataset.load_normalization(out, 95.0)
+
+
+def test_clip_and_prepare_defaults_are_the_data_configs():
+  """`ClipConfig` and `PrepareOptions` default to what `prepare` makes of
+  configs/data.py's paper config: one place sets the paper's data."""
+  paper = config_base.load_config_file(DATA_CONFIG, "paper")
+  assert prepare_app.settings(paper) == (clips.ClipConfig(), prepare.PrepareOptions())
+
+
+@pytest.mark.parametrize("variant", ["tiny", "paper", "hires"])
+def test_training_configs_train_on_the_data_configs_clips(variant):
+  """The training variants' data (`config_base`) is the clips configs/data.py
+  prepares for the variant of the same name, normalized alike."""
+  clip = config_base.load_config_file(DATA_CONFIG, variant)
+  data = config_base.base_config("vae", variant).data
+  assert (f"{data.width}x{data.height}", data.num_freqs, data.percentile) == (
+      clip.size, clip.K, clip.percentile)
+  assert (data.synthetic.num_frames, data.synthetic.fps) == (clip.frames, clip.fps)

@@ -5,7 +5,7 @@ import functools
 import cv2
 import numpy as np
 import pytest
-from test_synthetic import most_uncovered_frame
+from test_synthetic import clip_defaults, most_uncovered_frame, paper_scene_defaults
 
 from spectral_jax import cli, config_base
 from spectral_jax.data import photo_scenes, sources, synthetic
@@ -313,3 +313,9 @@ def test_synth_from_photos_writes_videos_and_motion(tmp_path, capsys):
   empty.mkdir()
   assert cli.main(["synth", "--from-photos", str(empty), "-o", str(out), "--num", "1"]) == 2
   assert "no pictures" in capsys.readouterr().err
+
+
+def test_defaults_are_the_data_configs():
+  """A photo scene's clip defaults to configs/data.py's paper clips, its
+  amplitude bound to the training configs', as a painted scene's."""
+  assert clip_defaults(photo_scenes.make_scene) == paper_scene_defaults()

@@ -1,12 +1,18 @@
 """Synthetic scenes: deterministic, physically shaped, exactly rendered."""
 
+import inspect
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
+from spectral_jax import config_base
 from spectral_jax.data import synthetic
+from spectral_jax.data.video import parse_size
 
 T, H, W, K = 48, 64, 96, 8
+DATA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data.py"
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +193,25 @@ def test_backgrounds():
                                 synthetic.photo(np.random.default_rng(9), 30, 40))
   with pytest.raises(ValueError, match="background"):
     synthetic.make_scene(0, background="sky")
+
+
+def test_defaults_are_the_data_configs():
+  """A scene's clip defaults to configs/data.py's paper clips, its amplitude
+  bound to the training configs' (`config_base`): one place sets them."""
+  assert clip_defaults(synthetic.make_scene) == paper_scene_defaults()
+
+
+def clip_defaults(function) -> dict:
+  """A scene maker's defaults of its clip and its amplitude bound."""
+  return {name: parameter.default
+          for name, parameter in inspect.signature(function).parameters.items()
+          if name in ("num_frames", "fps", "width", "height", "num_freqs", "max_amplitude_px")}
+
+
+def paper_scene_defaults() -> dict:
+  """What `clip_defaults` of a scene maker should be: the paper's."""
+  paper = config_base.load_config_file(DATA_CONFIG, "paper")
+  width, height = parse_size(paper.size)
+  training = config_base.base_config("vae", "paper").data.synthetic
+  return {"num_frames": paper.frames, "fps": paper.fps, "width": width, "height": height,
+          "num_freqs": paper.K, "max_amplitude_px": training.max_amplitude_px}

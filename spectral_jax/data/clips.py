@@ -1,10 +1,10 @@
 """Training clips from one video: windows, filters, spectral volumes.
 
 A video, resampled to ``fps`` and ``width x height``, is cut into windows of
-``num_frames`` frames, one starting every ``stride`` frames (the paper's
-stride is 10), so a long video gives many overlapping clips. A window is kept
-unless it crosses a scene cut, barely moves, or moves everywhere (camera
-motion); each kept window becomes one example.
+``num_frames`` frames, one starting every ``stride`` frames, so a long
+video gives many overlapping clips. A window is kept unless it crosses a
+scene cut, barely moves, or moves everywhere (camera motion); each kept
+window becomes one example.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from spectral_jax.data import defaults
 from spectral_jax.data import video as video_io
 from spectral_jax.motion import flow as flow_lib
 from spectral_jax.motion.spectral import spectral_volume, to_real_layout
@@ -32,7 +33,8 @@ DROP_REASONS = (TOO_SHORT, SCENE_CUT, STATIC, CAMERA_MOTION, UNRELIABLE_FLOW)
 
 @dataclasses.dataclass(frozen=True)
 class ClipConfig:
-  """What a clip is and which clips are kept. Defaults are the paper's.
+  """What a clip is and which clips are kept. Defaults are the paper's
+  (`defaults`).
 
   Attributes:
     num_frames: T, frames per clip.
@@ -52,19 +54,19 @@ class ClipConfig:
     max_inconsistent: with forward–backward checking on, drop a clip whose
       fraction of inconsistent pixel-frames exceeds this.
   """
-  num_frames: int = 150
-  fps: float = 30.0
-  width: int = 256
-  height: int = 160
-  num_freqs: int = 16
-  stride: int = 10
-  num_render_frames: int = 4
+  num_frames: int = defaults.NUM_FRAMES
+  fps: float = defaults.FPS
+  width: int = defaults.WIDTH
+  height: int = defaults.HEIGHT
+  num_freqs: int = defaults.NUM_FREQS
+  stride: int = defaults.STRIDE
+  num_render_frames: int = defaults.NUM_RENDER_FRAMES
   flow: flow_lib.FlowConfig = flow_lib.FlowConfig()
-  static_px: float = 1.0
-  camera_px: float = 1.0
-  camera_fraction: float = 0.95
-  scene_cut: float = 0.5
-  max_inconsistent: float = 0.3
+  static_px: float = defaults.STATIC_PX
+  camera_px: float = defaults.CAMERA_PX
+  camera_fraction: float = defaults.CAMERA_FRACTION
+  scene_cut: float = defaults.SCENE_CUT
+  max_inconsistent: float = defaults.MAX_INCONSISTENT
 
   def __post_init__(self):
     if self.num_frames < 2:

@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from spectral_jax.data import synthetic
+from spectral_jax.data import defaults, synthetic
 from spectral_jax.data.synthetic import SyntheticScene
 
 # Colour cues, on OpenCV's HSV of RGB in [0, 1] (hue in degrees). Each
@@ -224,9 +224,11 @@ def unmix(picture: np.ndarray, background: np.ndarray, alpha: np.ndarray) -> np.
   return np.where(a >= 0.02, np.clip(solved, 0.0, 255.0), picture).astype(np.float32)
 
 
-def make_scene(photo: np.ndarray, seed: int, *, num_frames: int = 150, height: int = 160,
-               width: int = 256, num_freqs: int = 16, fps: float = 30.0,
-               max_amplitude_px: float = 4.0, render: bool = True, max_layers: int = 6,
+def make_scene(photo: np.ndarray, seed: int, *, num_frames: int = defaults.NUM_FRAMES,
+               height: int = defaults.HEIGHT, width: int = defaults.WIDTH,
+               num_freqs: int = defaults.NUM_FREQS, fps: float = defaults.FPS,
+               max_amplitude_px: float = defaults.MAX_AMPLITUDE_PX, render: bool = True,
+               max_layers: int = 6,
                min_fraction: float = 0.01, modes_per_region: tuple[int, int] = (2, 4),
                freq_range_hz: tuple[float, float] = (0.2, 4.0), power_decay_hz: float = 1.0,
                gust_rate_hz: float = 0.3) -> SyntheticScene:

@@ -37,7 +37,7 @@ import tqdm
 
 from spectral_jax.atomic import atomic_output
 from spectral_jax.data import clips as clips_lib
-from spectral_jax.data import dataset
+from spectral_jax.data import dataset, defaults
 from spectral_jax.data import video as video_io
 from spectral_jax.motion.normalize import NormalizationStats, PercentileAccumulator
 
@@ -55,14 +55,15 @@ class PrepareOptions:
 
   Attributes:
     workers: extraction processes (one video each at a time).
-    percentile: of ``|x|`` per frequency for the normalization scale (97 in
-      the first versions of the paper, 95 in the CVPR version).
+    percentile: of ``|x|`` per frequency for the normalization scale.
     test_fraction: share of videos held out as the ``test`` split.
     keep_cache: keep the extracted clips after the data set is written.
+
+  Defaults are the paper's (`defaults`).
   """
-  workers: int = 2
-  percentile: float = 97.0
-  test_fraction: float = 0.05
+  workers: int = defaults.WORKERS
+  percentile: float = defaults.PERCENTILE
+  test_fraction: float = defaults.TEST_FRACTION
   keep_cache: bool = False
 
 

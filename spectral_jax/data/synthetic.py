@@ -13,9 +13,9 @@ Frequency law: oscillator frequencies are uniform in ``freq_range_hz``
 (0.2-4 Hz) and a mode's mean-square amplitude is ``exp(-f / power_decay_hz)``,
 so the expected power spectrum of the motion falls exponentially with
 frequency, the low-frequency-dominated fall-off the paper shows for motion
-measured on real videos (its reason for keeping only K = 16 bins). Modes ring
-down at a fixed damping ratio, so higher ones also die out faster, which
-steepens the fall-off a little more.
+measured on real videos (its reason for keeping only the lowest K bins).
+Modes ring down at a fixed damping ratio, so higher ones also die out faster,
+which steepens the fall-off a little more.
 
 Frames are composited from the layers, each warped by its own smooth
 displacement field, so a swaying plant covers the background on one side
@@ -35,6 +35,7 @@ import functools
 import cv2
 import numpy as np
 
+from spectral_jax.data import defaults
 from spectral_jax.motion.spectral import spectral_volume
 
 # Photos inside the scikit-image package itself (skimage.data loads them
@@ -311,9 +312,11 @@ def render_frame(layers: Layers, t: int) -> np.ndarray:
   return np.round(np.clip(frame, 0, 255)).astype(np.uint8)
 
 
-def make_scene(seed: int, *, num_frames: int = 150, height: int = 160, width: int = 256,
-               num_freqs: int = 16, fps: float = 30.0, background: str = "auto",
-               max_amplitude_px: float = 4.0, render: bool = True,
+def make_scene(seed: int, *, num_frames: int = defaults.NUM_FRAMES,
+               height: int = defaults.HEIGHT, width: int = defaults.WIDTH,
+               num_freqs: int = defaults.NUM_FREQS, fps: float = defaults.FPS,
+               background: str = "auto", max_amplitude_px: float = defaults.MAX_AMPLITUDE_PX,
+               render: bool = True,
                num_regions: tuple[int, int] = (2, 6), modes_per_region: tuple[int, int] = (2, 4),
                freq_range_hz: tuple[float, float] = (0.2, 4.0), power_decay_hz: float = 1.0,
                gust_rate_hz: float = 0.3) -> SyntheticScene:
@@ -322,6 +325,7 @@ def make_scene(seed: int, *, num_frames: int = 150, height: int = 160, width: in
   Args:
     seed: picks everything (background, layers, oscillators).
     num_frames: T. height, width: frame size in pixels. fps: frame rate.
+      Clip settings default to the paper's (`defaults`).
     num_freqs: K, bins kept in ``spectral`` (K <= T // 2 + 1).
     background: "photo", "texture", or "auto" (either, chosen by the seed).
     max_amplitude_px: no pixel ever moves further than this (Euclidean,
