@@ -38,8 +38,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       "layer_weights": (1.0, 1.0, 1.0, 1.0, 1.0),
       "perceptual_distance": "l1",
   })
-  # Softmax-splatting weight exp(metric_scale * mean_t ||D_t|| px); 1 is the
-  # paper's metric as it stands. `animate` reads it from the checkpoint.
+  # Softmax-splatting weight exp(metric_scale * mean_t ||D(t)|| px)
+  # (`render.splat_metric`); 1 is the paper's metric as it stands. The only
+  # default: a run's stats and an export carry it, and inference reads it there.
   config.metric_scale = 1.0
   # Frames with displacements per synthetic example (a prepared data set
   # fixes its own number).

@@ -105,7 +105,7 @@ def test_frame_zero_is_the_picture_whatever_the_options(animator, photo):
     times = video_times(12, slowmo=slowmo, loop=loop)
     texture = animator.texture(spectral, times, magnify)
     np.testing.assert_array_equal(texture[0], 0)
-    frames = animator.render(picture, texture[:3])
+    frames = animator.render(picture, texture[:3], spectral)
     np.testing.assert_array_equal(frames[0], picture)
 
 
@@ -125,7 +125,8 @@ def test_a_smaller_motion_model_samples_the_shrunk_picture_and_is_upsampled(anim
   assert np.abs(expected).max() > 0.01
   np.testing.assert_allclose(upsampled.mean(axis=(1, 2)), 2 * expected.mean(axis=(1, 2)),
                              rtol=1e-4, atol=1e-6)
-  frames = doubled.render(large, doubled.texture(upsampled, np.arange(3, dtype=np.float32)))
+  frames = doubled.render(large, doubled.texture(upsampled, np.arange(3, dtype=np.float32)),
+                          upsampled)
   assert frames.shape == (3, 2 * HEIGHT, 2 * WIDTH, 3)
   np.testing.assert_array_equal(frames[0], large)
 
@@ -137,7 +138,8 @@ def test_magnify_doubles_the_displacement_measured_on_the_frames(animator, scene
   times = np.arange(T)
   measured = []
   for magnify in (1.0, 2.0):
-    frames = animator.render(picture, animator.texture(scene.spectral, times, magnify))
+    frames = animator.render(picture, animator.texture(scene.spectral, times, magnify),
+                             scene.spectral)
     measured.append(flow.displacements(frames)[0])
   moving = np.linalg.norm(measured[0], axis=-1) > 0.5
   assert moving.sum() > 1000
@@ -149,11 +151,12 @@ def test_magnify_doubles_the_displacement_measured_on_the_frames(animator, scene
 
 def test_slowmo_gives_2n_minus_1_frames_on_the_same_path(animator, scene):
   picture = scene.frames[0]
-  normal = animator.render(picture, animator.texture(scene.spectral, video_times(9)))
+  normal = animator.render(picture, animator.texture(scene.spectral, video_times(9)),
+                           scene.spectral)
   times = video_times(9, slowmo=2)
   assert len(times) == 2 * 9 - 1
   np.testing.assert_allclose(times[1::2], np.arange(8) + 0.5)
-  slow = animator.render(picture, animator.texture(scene.spectral, times))
+  slow = animator.render(picture, animator.texture(scene.spectral, times), scene.spectral)
   assert len(slow) == 17
   assert np.abs(slow[::2].astype(int) - normal).max() <= 1
   # The frames between are new: halfway along, not copies of a neighbour.
@@ -190,14 +193,14 @@ def test_motion_transfer_reproduces_a_measured_video(runs, animator, scene, tmp_
   assert iio.imread(tmp_path / "out.mp4").shape == (T, HEIGHT, WIDTH, 3)
   # At the scene's own size, where the motion is large enough to see.
   measured = Motion.load(tmp_path / "S.npz").spectral_volume
-  rendered = animator.render(scene.frames[0], animator.texture(measured, np.arange(T)))
+  rendered = animator.render(scene.frames[0], animator.texture(measured, np.arange(T)), measured)
   truth = scene.frames.astype(float)
   error = np.abs(rendered - truth).mean()
   unchanged = np.abs(scene.frames[:1] - truth).mean()
   # The same picture rendered with the true motion: what the renderer alone
   # allows (it cannot know the background a plant uncovers).
-  exact = np.abs(animator.render(scene.frames[0], animator.texture(scene.spectral, np.arange(T)))
-                 - truth).mean()
+  exact = np.abs(animator.render(scene.frames[0], animator.texture(scene.spectral, np.arange(T)),
+                                 scene.spectral) - truth).mean()
   # Measured: 1.18 grey levels with the measured motion, 0.90 with the true
   # one, 1.57 for the picture unchanged (flow blurs the sharp motion edges).
   assert error < 0.8 * unchanged and error < 1.4 * exact, (error, exact, unchanged)
@@ -222,7 +225,7 @@ def test_interact_poke_moves_most_where_it_pokes_and_rings_down(runs, animator, 
   spectral = pictures.fit_spectral(scene.spectral, WIDTH, HEIGHT)
   expected = dynamics.simulate(spectral, [model_poke], num_output_frames=24, fps=30.0,
                                num_frames=T)
-  frames = animator.render(picture, expected.displacement)
+  frames = animator.render(picture, expected.displacement, spectral)
   np.testing.assert_array_equal(iio.imread(tmp_path / "poke.mp4"),
                                 _decoded_like(frames, 30.0, tmp_path / "expected.mp4"))
   assert np.abs(frames[1:].astype(int) - picture).max() > 10  # The poke shows.
@@ -277,14 +280,44 @@ def test_animate_options_reach_the_frames(runs, animator, small_scene, tmp_path,
   np.testing.assert_allclose(masked[:, :, WIDTH // 2:], small_scene.spectral[:, :, WIDTH // 2:],
                              rtol=1e-6)
   times = np.arange(11) / 2  # 2 (6 - 1) + 1 frames, half a frame apart.
-  expected = animator.render(picture, animator.texture(masked, times, 2.5))
+  expected = animator.render(picture, animator.texture(masked, times, 2.5), masked)
   video_frames = iio.imread(tmp_path / "out.mp4")
   np.testing.assert_array_equal(video_frames,
                                 _decoded_like(expected, 12, tmp_path / "expected.mp4"))
   # The options change what shows: without magnification or mask the frames differ.
   for spectral, magnify in ((masked, 1.0), (small_scene.spectral, 2.5)):
-    other = animator.render(picture, animator.texture(spectral, times, magnify))
+    other = animator.render(picture, animator.texture(spectral, times, magnify), spectral)
     assert np.abs(other.astype(int) - expected).mean() > 0.1
+
+
+def test_magnify_leaves_the_renderers_metric_as_trained(runs, animator, small_scene, tmp_path,
+                                                        capsys, monkeypatch):
+  """``animate --magnify 3`` moves pixels 3x as far, but the renderer splats
+  them with the metric of ``--magnify 1``: `splat_metric` of the spectral
+  volume over the model's T, so the softmax is not sharpened."""
+  from spectral_jax.inference import animator as animator_module
+  from spectral_jax.render.splat_metric import splat_metric
+  picture = small_scene.frames[0]
+  iio.imwrite(tmp_path / "first.png", picture)
+  Motion(small_scene.spectral, picture, 30.0, T).save(tmp_path / "S.npz")
+  seen = {}
+
+  def spy(model, image, texture, metric, **options):
+    """What the renderer is given; black frames spare the rendering."""
+    seen[magnify] = (np.abs(texture).max(), np.asarray(metric))
+    return np.zeros(texture.shape[:3] + (3,), np.uint8)
+
+  monkeypatch.setattr(animator_module, "render_frames", spy)
+  for magnify in (1, 3):
+    code, _, err = _main(capsys, "animate", tmp_path / "first.png", "--motion",
+                         tmp_path / "S.npz", "--checkpoint", runs, "--frames", 6,
+                         "--magnify", magnify, "-o", tmp_path / f"x{magnify}.mp4")
+    assert code == 0, err
+  np.testing.assert_allclose(seen[3][0], 3 * seen[1][0], rtol=1e-5)  # Magnified...
+  np.testing.assert_array_equal(seen[3][1], seen[1][1])  # ...with the same metric,
+  expected = splat_metric(pictures.fit_spectral(small_scene.spectral, WIDTH, HEIGHT), T,
+                          animator.renderer.metric_scale)
+  np.testing.assert_allclose(seen[1][1], expected, rtol=1e-6)  # the spectral volume's.
 
 
 def test_animate_sampling_options_reach_the_motion(runs, animator, tmp_path, capsys):
@@ -441,7 +474,7 @@ picture = np.load(sys.argv[2])
 options = animator.motion.options(num_steps={PROBE_STEPS})
 spectral = animator.spectral(picture, seed={PROBE_SEED}, options=options)
 texture = animator.texture(spectral, np.asarray({PROBE_TIMES}, np.float32), {PROBE_MAGNIFY})
-np.savez(sys.argv[3], spectral=spectral, frames=animator.render(picture, texture))
+np.savez(sys.argv[3], spectral=spectral, frames=animator.render(picture, texture, spectral))
 print(json.dumps(sorted(m for m in sys.modules
                         if m.split(".")[0] == "orbax" or m.startswith("spectral_jax.train"))))
 """
@@ -452,7 +485,7 @@ def _probe(animator, picture) -> tuple[np.ndarray, np.ndarray]:
   options = animator.motion.options(num_steps=PROBE_STEPS)
   spectral = animator.spectral(picture, seed=PROBE_SEED, options=options)
   texture = animator.texture(spectral, np.asarray(PROBE_TIMES, np.float32), PROBE_MAGNIFY)
-  return spectral, animator.render(picture, texture)
+  return spectral, animator.render(picture, texture, spectral)
 
 
 @pytest.fixture(scope="module")

@@ -171,8 +171,10 @@ def test_render_frames_bfloat16_agrees_with_float32():
   picture = np.random.default_rng(0).integers(0, 256, (32, 48, 3), np.uint8)
   motion = _flow(5, 32, 48)
   motion[0] = 0.0  # Frame 0: the picture.
-  video, video16 = (frames.render_frames(model, picture, motion, batch_size=5, progress=False)
-                    for model in (full, half))
+  # Any [H, W, 1] importance will do here: the flow's mean length.
+  metric = np.linalg.norm(motion, axis=-1).mean(axis=0)[..., None]
+  video, video16 = (frames.render_frames(model, picture, motion, metric, batch_size=5,
+                                         progress=False) for model in (full, half))
   np.testing.assert_array_equal(video16[0], picture)  # No motion: the picture, exactly.
   assert np.abs(video16[1:].astype(int) - picture).max() > 10  # Frames move.
   difference = np.abs(video16.astype(int) - video)

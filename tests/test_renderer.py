@@ -1,5 +1,6 @@
 """Renderer: pyramid shapes, splatting per scale with coverage, identity at
-initialisation, and batched video rendering equal to frame-by-frame."""
+initialisation, batched video rendering equal to frame-by-frame, and the
+splatting metric `Animator.render` gives it."""
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +9,9 @@ import pytest
 from flax import nnx
 
 from spectral_jax.models import renderer
+from spectral_jax.motion.spectral import animation_texture, spectral_volume
 from spectral_jax.render import frames
-from spectral_jax.render.splat import motion_metric
+from spectral_jax.render.splat_metric import splat_metric
 
 TINY = dict(channels=(16, 16, 32, 32), depths=(1, 2, 1, 1), style_dim=32)
 HEIGHT, WIDTH = 48, 64
@@ -189,24 +191,62 @@ def test_paint_gate_refuses_a_threshold_outside_the_coverage_range():
     renderer.Renderer(**TINY, fill_coverage=0.0, rngs=nnx.Rngs(0))
 
 
-def test_render_frames_pads_the_last_batch_and_matches_frame_by_frame(trained_like):
-  num_frames = 11
-  picture = ((_picture()[0] + 1) * 127.5).round().astype(np.uint8)
+def _swaying_spectral(num_freqs, num_frames):
+  """``[K, H, W, 2]`` complex64 spectral volume of a wave of a few pixels."""
   t = np.arange(num_frames)[:, None, None]
   y, x = np.mgrid[:HEIGHT, :WIDTH]
   motion = np.stack([3 * np.sin(2 * np.pi * t / num_frames + x / 9),
                      2 * np.sin(2 * np.pi * t / num_frames + y / 7)], -1).astype(np.float32)
-  motion -= motion[:1]
-  video = frames.render_frames(trained_like, picture, motion, batch_size=4, metric_scale=2.0,
+  return spectral_volume(motion, num_freqs)
+
+
+def test_render_frames_pads_the_last_batch_and_matches_frame_by_frame(trained_like):
+  num_frames = 11
+  picture = ((_picture()[0] + 1) * 127.5).round().astype(np.uint8)
+  spectral = _swaying_spectral(3, num_frames)
+  motion = animation_texture(spectral, np.arange(num_frames), num_frames)
+  metric = splat_metric(spectral, num_frames, 2.0)
+  video = frames.render_frames(trained_like, picture, motion, metric, batch_size=4,
                                progress=False)
   assert video.shape == (num_frames, HEIGHT, WIDTH, 3) and video.dtype == np.uint8
 
-  metric = motion_metric(motion, 2.0)[None]
   image = jnp.asarray(picture, jnp.float32)[None] / 127.5 - 1
-  expected = np.concatenate([frames.to_uint8(_call(trained_like, image, motion[i:i + 1], metric))
+  expected = np.concatenate([frames.to_uint8(_call(trained_like, image, motion[i:i + 1],
+                                                   metric[None]))
                              for i in range(num_frames)])
   assert np.abs(video.astype(int) - expected).max() <= 1
   assert np.mean(video != expected) < 1e-3
   assert np.abs(video.astype(int) - picture).max() > 10  # Frames move.
   # No motion: the picture itself, although the RGB heads are not zero.
   np.testing.assert_array_equal(video[0], picture)
+  with pytest.raises(ValueError, match="metric must be"):
+    frames.render_frames(trained_like, picture, motion, metric[None], progress=False)
+
+
+def test_animator_metric_ignores_magnification_and_frame_times(trained_like, monkeypatch):
+  """`Animator.render` hands `render_frames` `splat_metric` of the spectral
+  volume over the model's T with the renderer's scale, the same for
+  ``--magnify 3``, slow motion and a few frames as for the T frames at
+  magnification 1: the metric the renderer was trained with."""
+  from spectral_jax.inference import animator as animator_module
+  from spectral_jax.inference.loading import LoadedRenderer
+  num_freqs, num_frames = 4, 16
+  animator = animator_module.Animator(LoadedRenderer(trained_like, 1.5, None, num_frames, 30.0),
+                                      None, WIDTH, HEIGHT, num_freqs, num_frames, 30.0)
+  seen = []
+
+  def spy(model, image, texture, metric, **options):
+    seen.append(np.asarray(metric))
+    return np.zeros(texture.shape[:3] + (3,), np.uint8)
+
+  monkeypatch.setattr(animator_module, "render_frames", spy)
+  picture = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+  spectral = _swaying_spectral(num_freqs, num_frames)
+  for times, magnify in ((np.arange(num_frames), 1.0), (np.arange(num_frames), 3.0),
+                         (animator_module.video_times(num_frames, slowmo=2.5), 1.0),
+                         (np.float32([0.0, 3.5]), 3.0)):
+    animator.render(picture, animator.texture(spectral, times, magnify), spectral)
+  expected = splat_metric(spectral, num_frames, 1.5)
+  assert expected.min() > 0.5  # The wave moves every pixel.
+  for metric in seen:
+    np.testing.assert_array_equal(metric, expected)

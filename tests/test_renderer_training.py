@@ -1,6 +1,7 @@
-"""Renderer training: its loss falls, and on held-out synthetic frames a
-trained renderer beats forward warping (and the picture left unchanged); a
-few SGD steps on 8 devices equal those on 1 device.
+"""Renderer training: it splats with the splatting metric inference uses;
+its loss falls, and on held-out synthetic frames a trained renderer beats
+forward warping (and the picture left unchanged); a few SGD steps on 8
+devices equal those on 1 device.
 
 Also a script: ``python tests/test_renderer_training.py OUT_DIR PERCEPTUAL``
 trains two steps (with 8 devices, on a data x fsdp mesh that splits
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -30,7 +32,9 @@ from spectral_jax.inference.loading import load_renderer
 from spectral_jax.models.build import build_renderer
 from spectral_jax.motion.spectral import from_real_layout, motion_texture
 from spectral_jax.render.frames import render_frames
+from spectral_jax.render.splat_metric import splat_metric
 from spectral_jax.train import metrics, train
+from spectral_jax.train.renderer import FIELDS, RendererTask
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "renderer.py"
 
@@ -78,6 +82,31 @@ def train_two_steps(workdir: Path, mesh: dict | None = None,
   return record["loss"], params
 
 
+def test_training_splats_with_the_splat_metric_of_the_spectral_volume():
+  """The metric a training step gives the renderer is `splat_metric` (the
+  function `animate` calls) of each example's spectral volume, with the
+  run's ``metric_scale``."""
+  config = micro_config()
+  config.metric_scale, config.eval_every = 1.7, 0
+  config.loss.perceptual_weight = 0.0
+  task = RendererTask(config, mesh=None)
+  source = sources.open_source(config.data, "train")
+  # JAX arrays, as a training step sees them.
+  batch = {key: jnp.asarray(np.stack([source[i][key] for i in range(3)])) for key in FIELDS}
+  seen = []
+
+  def model(picture, flow, metric):
+    seen.append(np.asarray(metric))
+    return picture
+
+  task.loss(model, task.constants(), batch, jax.random.key(0))
+  num_frames = config.data.synthetic.num_frames
+  expected = np.stack([splat_metric(from_real_layout(np.asarray(s)), num_frames, 1.7)
+                       for s in batch["spectral_volume"]])
+  assert expected.max() > 1.0  # The scenes move.
+  np.testing.assert_allclose(seen[0], expected, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_trained_renderer_beats_forward_warping(tmp_path):
   """An untrained renderer is forward warping, which on synthetic frames
@@ -118,10 +147,11 @@ def test_trained_renderer_beats_forward_warping(tmp_path):
   assert metric_scale == config.metric_scale
   example = sources.open_source(config.data, "test")[0]
   num_frames = config.data.synthetic.num_frames
-  texture = motion_texture(from_real_layout(example["spectral_volume"].astype(np.float32)),
-                           np.arange(num_frames, dtype=np.float32), num_frames)
-  video = render_frames(renderer, example["image"], texture, batch_size=4,
-                        metric_scale=metric_scale, progress=False)
+  spectral = from_real_layout(example["spectral_volume"])
+  texture = motion_texture(spectral, np.arange(num_frames, dtype=np.float32), num_frames)
+  video = render_frames(renderer, example["image"], texture,
+                        splat_metric(spectral, num_frames, metric_scale), batch_size=4,
+                        progress=False)
   assert video.shape == (num_frames,) + example["image"].shape and video.dtype == np.uint8
   true_frames = example["frames"].astype(np.float64)
   rendered = video[example["frame_times"]].astype(np.float64)

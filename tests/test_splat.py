@@ -1,4 +1,5 @@
-"""Softmax splatting against closed forms and a NumPy float64 loop.
+"""Softmax splatting against closed forms and a NumPy float64 loop; the
+renderer's splatting metric against a float64 reference.
 
 Also a script: ``python tests/test_splat.py`` (run with 8 fake CPU devices by
 `test_batch_sharded_splat_and_renderer_have_no_collectives`) compiles the
@@ -20,7 +21,8 @@ import pytest
 from jax.test_util import check_grads
 
 from spectral_jax.render import splat
-from spectral_jax.render.splat import MAX_METRIC, motion_metric
+from spectral_jax.render.splat import MAX_METRIC
+from spectral_jax.render.splat_metric import splat_metric
 
 # Jitted once for the whole file: eager dispatch would compile op by op.
 softmax_splat = jax.jit(splat.softmax_splat, static_argnames=("mode", "block_rows"))
@@ -226,17 +228,50 @@ def test_rejects_unknown_mode_and_wrong_shapes():
     softmax_splat(features, flow, metric[..., 0])
 
 
-def test_motion_metric_is_scaled_mean_norm_with_finite_gradient():
-  rng = np.random.default_rng(9)
-  motion = rng.normal(size=(2, 5, 3, 4, 2)).astype(np.float32)
-  motion[:, 0] = 0  # D_0 = 0, as in every motion texture
-  metric = motion_metric(motion, 2.5)
-  expected = 2.5 * np.linalg.norm(motion.astype(np.float64), axis=-1).mean(axis=1)[..., None]
-  assert metric.shape == (2, 3, 4, 1)
-  np.testing.assert_allclose(metric, expected, rtol=1e-6)
-  np.testing.assert_allclose(motion_metric(motion[1], 2.5), expected[1], rtol=1e-6)
-  grad = jax.grad(lambda m: motion_metric(m, 2.5).sum())(motion)
-  assert np.isfinite(grad).all() and not grad[:, 0].any()
+def _metric_reference(spectral, num_frames, scale):
+  """``scale * mean_t ||D(t)||`` in float64, ``D(t)`` summed bin by bin from
+  its definition: DC once, every other bin twice (its conjugate twin), the
+  Nyquist bin of an even T once."""
+  spectral = np.asarray(spectral, np.complex128)
+  num_freqs = spectral.shape[0]
+  norms = []
+  for t in range(num_frames):
+    disp = spectral[0].real.copy()
+    for k in range(1, num_freqs):
+      twice = 1.0 if 2 * k == num_frames else 2.0
+      disp += twice * (spectral[k] * np.exp(2j * np.pi * k * t / num_frames)).real
+    norms.append(np.hypot(disp[..., 0], disp[..., 1]))
+  return scale * np.mean(norms, axis=0)[..., None]
+
+
+@pytest.mark.parametrize("num_freqs, num_frames", [(4, 16), (5, 8), (3, 7)])
+def test_splat_metric_matches_float64_reference(num_freqs, num_frames):
+  """K < T/2 + 1, K = T/2 + 1 (the Nyquist bin counts once) and an odd T;
+  NumPy and JAX in, one volume and a batch."""
+  rng = np.random.default_rng(num_frames)
+  shape = (2, num_freqs, 5, 7, 2)
+  spectral = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+  expected = np.stack([_metric_reference(s, num_frames, 2.5) for s in spectral])
+  batched = splat_metric(spectral, num_frames, 2.5)
+  assert batched.shape == (2, 5, 7, 1) and batched.dtype == np.float32
+  np.testing.assert_allclose(batched, expected, rtol=2e-5)
+  single = splat_metric(jnp.asarray(spectral[1]), num_frames, 2.5)
+  assert isinstance(single, jax.Array) and single.shape == (5, 7, 1)
+  np.testing.assert_allclose(single, expected[1], rtol=2e-5)
+
+
+def test_splat_metric_is_in_the_pixels_of_the_grid_it_is_given():
+  """A volume enlarged 2x with its displacements in the new pixels (as
+  `fit_spectral` frames one): the metric doubles. A uniform sway keeps it
+  exact, whatever the resampling does at the borders."""
+  from spectral_jax.inference.pictures import fit_spectral
+  spectral = np.zeros((4, 6, 9, 2), np.complex64)
+  spectral[1] = 0.3 + 0.4j
+  spectral[2, ..., 1] = -0.2j
+  metric = splat_metric(spectral, 16, 1.0)
+  enlarged = splat_metric(fit_spectral(spectral, 18, 12), 16, 1.0)
+  assert enlarged.shape == (12, 18, 1)
+  np.testing.assert_allclose(enlarged, np.full((12, 18, 1), 2 * metric[0, 0, 0]), rtol=1e-5)
 
 
 COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")

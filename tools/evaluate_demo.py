@@ -105,7 +105,7 @@ def _motion(animator, photos, videos, lpips) -> list[np.ndarray]:
     outside.append(amplitude[mask < 1 - VEGETATION])
     power.append(np.mean(np.abs(spectral)**2, axis=(1, 2, 3)))  # [K] px^2.
     texture = animator.texture(spectral, video_times(animator.num_frames))
-    frames = animator.render(picture, texture)
+    frames = animator.render(picture, texture, spectral)
     before, after = frames[:-1], frames[1:]
     consecutive = np.concatenate([lpips(before[i:i + 16], after[i:i + 16])
                                   for i in range(0, len(before), 16)])
@@ -161,10 +161,9 @@ def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> No
   from spectral_jax.diffusion.motion import image_to_unit
   from spectral_jax.render import metrics
   from spectral_jax.render.frames import to_uint8
-  from spectral_jax.render.splat import motion_metric, softmax_splat
+  from spectral_jax.render.splat import softmax_splat
 
   graphdef, state = nnx.split(animator.renderer.renderer)
-  scale = animator.renderer.metric_scale
 
   @jax.jit
   def candidates(state, picture, flow, metric):
@@ -187,8 +186,9 @@ def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> No
       if not scene.disp_px.any():  # No vegetation: every method is exact.
         still += 1
         continue
-      # The metric of the whole clip's motion, as `animate` computes it.
-      metric = motion_metric(jnp.asarray(scene.disp_px), scale)
+      # The metric of the scene's spectral volume, as training and `animate`
+      # compute it.
+      metric = animator.metric(scene.spectral)
       times = np.arange(1, animator.num_frames, frame_stride)
       target = scene.frames[times]
       for name, frame in candidates(state, scene.frames[0], scene.disp_px[times],
@@ -236,7 +236,7 @@ def loops(args) -> None:
         row[f"{name}_px"] = loop_closure_error(spectral, num_frames=animator.num_frames,
                                                loop_frames=args.loop_frames)
         first, after_last = animator.render(
-            picture, animator.texture(spectral, np.float32([0, args.loop_frames])))
+            picture, animator.texture(spectral, np.float32([0, args.loop_frames])), spectral)
         row[f"{name}_grey"] = np.abs(after_last.astype(np.float32) - first).mean()
       row["moved"] = np.abs(row["loop"] - row["plain"]).mean() / np.abs(row["plain"]).mean()
       rows.append(row)

@@ -6,7 +6,9 @@ aspect ratio, then resize), sample its spectral volume (DDIM over all K
 frequencies jointly, classifier-free guidance, optional loop
 self-guidance), or take one measured on a real video (``--motion``: motion
 transfer); mask it; build the motion texture ``magnify * (D(t) - D(0))``
-at the video's times; render; write the video atomically.
+at the video's times; render, splatting with the metric of the (masked,
+unmagnified) spectral volume, so ``--magnify`` and ``--slowmo`` leave it as
+the renderer was trained with; write the video atomically.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ def run(args) -> None:
       mask = pictures.read_mask(args.mask, framing, feather_px=args.feather)
       spectral = spectral * mask[None, :, :, None]
     texture = animator.texture(spectral, times, args.magnify)
-    frames = animator.render(picture, texture, batch_size=args.batch_size, progress=True)
+    frames = animator.render(picture, texture, spectral, batch_size=args.batch_size,
+                             progress=True)
     write_video(video_path, frames, fps)
     if args.save_motion:
       Motion(np.asarray(spectral, np.complex64), picture, animator.fps,

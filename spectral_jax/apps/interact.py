@@ -7,6 +7,13 @@ mode of angular frequency ``2 pi k fps / T`` and shape ``S_k``. Each poke's
 force is projected on the mode shapes at the poked pixel, the modal
 coordinates ring down as damped oscillators (`spectral_jax.inference.dynamics`),
 and the displacement they make is rendered like an animation.
+
+The splatting metric is the renderer's `splat_metric` of the modes (the
+picture's spectral volume), not of the simulated displacement: which pixels
+are foreground is a property of the picture's motion, the metric the
+renderer was trained with, and it must not depend on where or how hard a
+poke lands (the metric of a displacement that is zero before the first poke
+and concentrated near it would sharpen, blunt or reorder occlusions).
 """
 
 from __future__ import annotations
@@ -81,8 +88,8 @@ def run(args) -> None:
   response = dynamics.simulate(spectral, poked, num_output_frames=num_frames,
                                fps=animator.fps, num_frames=animator.num_frames,
                                alpha=args.alpha, beta=args.beta, strength=args.strength)
-  frames = animator.render(picture, response.displacement, batch_size=args.batch_size,
-                           progress=True)
+  frames = animator.render(picture, response.displacement, spectral,
+                           batch_size=args.batch_size, progress=True)
   write_video(Path(args.output), frames, animator.fps)
   print(f"{args.output}: {len(frames)} frames at {animator.fps:g} fps, {len(poked)} poke(s); "
         f"{origin}; {response.substeps} Euler sub-steps per frame; "

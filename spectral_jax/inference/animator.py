@@ -6,7 +6,7 @@ learned.
     animator = Animator.load("runs")                     # or an export
     spectral = animator.spectral(picture, seed=0)        # [K, H, W, 2] complex64 px
     texture = animator.texture(spectral, times)          # [N, H, W, 2] px
-    frames = animator.render(picture, texture)           # [N, H, W, 3] uint8
+    frames = animator.render(picture, texture, spectral) # [N, H, W, 3] uint8
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from spectral_jax.inference.pictures import fit_picture, fit_spectral
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.motion.spectral import animation_texture, from_real_layout
 from spectral_jax.render.frames import render_frames
+from spectral_jax.render.splat_metric import splat_metric
 
 
 def video_times(num_frames: int, *, slowmo: float = 1.0, loop: bool = False) -> np.ndarray:
@@ -125,11 +126,20 @@ class Animator:
     ``[N]`` (model frames) of a spectral volume over the model's T."""
     return animation_texture(spectral, times, self.num_frames, magnify)
 
-  def render(self, picture: np.ndarray, texture: np.ndarray, *, batch_size: int = 8,
-             progress: bool = False) -> np.ndarray:
-    """Frames ``[N, H, W, 3]`` uint8 of ``picture`` moved by ``texture``."""
-    return render_frames(self.renderer.renderer, picture, texture, batch_size=batch_size,
-                         metric_scale=self.renderer.metric_scale, progress=progress)
+  def metric(self, spectral: np.ndarray) -> np.ndarray:
+    """The renderer's splatting metric ``[H, W, 1]`` float32 of a spectral
+    volume ``[K, H, W, 2]`` (picture's pixels, unmagnified) over the model's
+    T, with the renderer's ``metric_scale`` (`splat_metric`)."""
+    return splat_metric(spectral, self.num_frames, self.renderer.metric_scale)
+
+  def render(self, picture: np.ndarray, texture: np.ndarray, spectral: np.ndarray, *,
+             batch_size: int = 8, progress: bool = False) -> np.ndarray:
+    """Frames ``[N, H, W, 3]`` uint8 of ``picture`` moved by ``texture``,
+    splatted with the `metric` of ``spectral`` ``[K, H, W, 2]``, the volume
+    of the motion (unmagnified): the metric the renderer was trained with,
+    whatever the magnification or frame times of ``texture``."""
+    return render_frames(self.renderer.renderer, picture, texture, self.metric(spectral),
+                         batch_size=batch_size, progress=progress)
 
 
 # Where the default model goes: an export (`export.write`) inside the package,
@@ -150,4 +160,4 @@ def resolve_checkpoint(checkpoint) -> Path:
     return DEFAULT_MODEL
   raise FileNotFoundError(
       f"no --checkpoint given and no default model in {DEFAULT_MODEL}: train the stages "
-      "(README, Training) and pass --checkpoint DIR, the directory of the runs or an export")
+      "(docs/TRAINING.md) and pass --checkpoint DIR, the directory of the runs or an export")

@@ -161,7 +161,7 @@ def splat_pyramid(pyramid, flow, metric):
   Args:
     pyramid: list of ``[B, h_s, w_s, C_s]`` features (`FeatureEncoder`).
     flow: ``[B, H, W, 2]`` displacement ``(dx, dy)`` in full-resolution pixels.
-    metric: ``[B, H, W, 1]`` softmax-splatting importance (`motion_metric`).
+    metric: ``[B, H, W, 1]`` softmax-splatting importance (`render.splat_metric`).
   Returns:
     list of ``[B, h_s, w_s, C_s + 1]``, dtype of the features: the splatted
     features, then the coverage (the bilinear weight that landed on each

@@ -10,12 +10,6 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from spectral_jax.render.splat import motion_metric
-
-# Softmax-splatting weight exp(scale * mean_t |D_t| px); 1 is the paper's
-# metric W = mean_t |D_t| as it stands.
-DEFAULT_METRIC_SCALE = 1.0
-
 
 def to_uint8(frames):
   """``[..., 3]`` frames in ``[-1, 1]`` → uint8 (clipped, rounded)."""
@@ -34,8 +28,8 @@ def _render(graphdef, state, pyramid, style, flow, metric):
   return nnx.merge(graphdef, state).render(pyramid, style, flow, metric)
 
 
-def render_frames(model, image, motion_texture_px, *, batch_size: int = 8,
-                  metric_scale: float = DEFAULT_METRIC_SCALE, progress: bool = True) -> np.ndarray:
+def render_frames(model, image, motion_texture_px, metric, *, batch_size: int = 8,
+                  progress: bool = True) -> np.ndarray:
   """Renders frame ``t`` of a video for every displacement ``D_t``.
 
   A frame without motion is the picture itself: splatting covers every
@@ -54,9 +48,10 @@ def render_frames(model, image, motion_texture_px, *, batch_size: int = 8,
     image: ``[H, W, 3]`` uint8 picture (frame 0).
     motion_texture_px: ``[T, H, W, 2]`` displacement from the picture to
       each frame, pixels.
+    metric: ``[H, W, 1]`` softmax-splatting metric shared by every frame:
+      `splat_metric` of the spectral volume the texture comes from, never of
+      the texture (magnification and frame times must not change it).
     batch_size: frames rendered per compiled call.
-    metric_scale: scale of the softmax-splatting metric, computed once from
-      the whole motion texture (`motion_metric`) and shared by every frame.
     progress: show a tqdm progress bar.
   Returns:
     ``[T, H, W, 3]`` uint8 frames.
@@ -64,11 +59,13 @@ def render_frames(model, image, motion_texture_px, *, batch_size: int = 8,
   num_frames = motion_texture_px.shape[0]
   if image.shape[:2] != motion_texture_px.shape[1:3]:
     raise ValueError(f"picture {image.shape} and motion {motion_texture_px.shape} differ in size")
+  if np.shape(metric) != image.shape[:2] + (1,):
+    raise ValueError(f"metric must be {image.shape[:2] + (1,)}, got {np.shape(metric)}")
   batch_size = min(batch_size, num_frames)
   graphdef, state = nnx.split(model)
   # The motion stays on the host; each batch's slice goes to the device.
   motion = np.asarray(motion_texture_px, np.float32)
-  metric = motion_metric(motion, metric_scale)[None]  # [1, H, W, 1]
+  metric = jnp.asarray(metric, jnp.float32)[None]  # [1, H, W, 1]
   pyramid, style = _encode(graphdef, state, image)
   frames = np.empty((num_frames,) + image.shape[:2] + (3,), np.uint8)
   in_flight = None  # (start, count, device frames) of the batch dispatched last.

@@ -8,7 +8,8 @@ sources land on one pixel, each counts with a weight ``w`` from its metric:
 
 * ``mode="softmax"``: ``w = exp(min(metric, max_metric))``, so the source with
   the larger metric wins a collision (the renderer's metric is the motion
-  magnitude: moving foreground occludes the static background);
+  magnitude, `render.splat_metric`: moving foreground occludes the static
+  background);
 * ``mode="average"``: ``w = metric`` (must be >= 0), a metric-weighted average;
 * ``metric=None`` in either mode: ``w = 1``, the (bilinear-weighted) mean of
   what landed;
@@ -190,22 +191,3 @@ def _scatter_rows(rows, index, corner_weight, block_rows: int):
   num_steps = -(-num_rows // block_rows)
   out = jnp.zeros((num_rows * width, channels), corner_weight.dtype)
   return jax.lax.fori_loop(0, num_steps, step, out)
-
-
-def motion_metric(motion_texture_px, scale):
-  """The renderer's splatting metric: ``scale * mean_t ||D_t(p)||_2``.
-
-  Args:
-    motion_texture_px: ``[T, H, W, 2]`` or ``[B, T, H, W, 2]`` displacement
-      from frame 0 to each frame, pixels.
-    scale: multiplier (float or array broadcastable to the result).
-  Returns:
-    ``[H, W, 1]`` or ``[B, H, W, 1]`` metric (pixels times ``scale``): large
-    motion is foreground and wins collisions in `softmax_splat`.
-  """
-  squared = jnp.sum(jnp.square(motion_texture_px), axis=-1)
-  # D_0 = 0 in every motion texture, and the gradient of sqrt at 0 is
-  # infinite: the norm's gradient is taken as 0 there.
-  moving = squared > 0
-  norm = jnp.where(moving, jnp.sqrt(jnp.where(moving, squared, 1)), 0)
-  return scale * jnp.mean(norm, axis=-3)[..., None]

@@ -6,14 +6,13 @@ per example, one of them chosen at random, and fits it with
 ``l1_weight * L1 + perceptual_weight * VGG16 perceptual``. The frozen VGG16
 is a constant of the step.
 
-The softmax-splatting metric is the one `render_frames` uses at inference:
-`motion_metric` (``metric_scale * mean_t ||D_t||``) of the example's whole
-motion texture, rebuilt from its spectral volume at the T integer frame
-times of its clip, so a renderer sees the same metric in training and in
-`animate`. The spectral volume is the data set's raw field in pixels
-(float16, widened on the device), never frequency-normalized: the renderer
-needs no normalization, and a diffusion sample is denormalized before it is
-rendered anyway.
+The softmax-splatting metric is `splat_metric` of the example's spectral
+volume (``metric_scale * mean_t ||D(t)||`` over the T integer frame times of
+its clip), the function `animate` and `interact` call on theirs, so a
+renderer sees the same metric in training and at inference. The spectral
+volume is the data set's raw field in pixels (float16, widened on the
+device), never frequency-normalized: the renderer needs no normalization,
+and a diffusion sample is denormalized before it is rendered anyway.
 
 Evaluation renders every frame of held-out examples and scores it against
 the true frame (PSNR, SSIM, LPIPS), beside two baselines: the picture left
@@ -33,32 +32,16 @@ from spectral_jax.diffusion.motion import image_to_unit
 from spectral_jax.models import functional
 from spectral_jax.models.build import build_renderer
 from spectral_jax.models.vgg16 import load_vgg16
-from spectral_jax.motion.spectral import from_real_layout, motion_texture
+from spectral_jax.motion.spectral import from_real_layout
 from spectral_jax.render import metrics
 from spectral_jax.render.losses import l1_loss, perceptual_loss
-from spectral_jax.render.splat import motion_metric, softmax_splat
+from spectral_jax.render.splat import softmax_splat
+from spectral_jax.render.splat_metric import splat_metric
 from spectral_jax.train import data as train_data
 
 # Fields of an example the renderer uses; the float16 ones go to the device
 # as they are (half the transfer) and are widened there.
 FIELDS = ("image", "spectral_volume", "frames", "displacements")
-
-
-def spectral_metric(spectral_px, num_frames: int, scale):
-  """Splatting metric of each example's motion, as `render_frames` takes it.
-
-  Args:
-    spectral_px: ``[B, K, H, W, 4]`` real-layout spectral volumes, pixels.
-    num_frames: T, the clip length they were computed over; the motion
-      texture is taken at frames ``0 .. T-1``.
-    scale: the metric's scale (`motion_metric`).
-  Returns:
-    ``[B, H, W, 1]`` float32 metric.
-  """
-  times = jnp.arange(num_frames, dtype=jnp.float32)
-  texture = jax.vmap(lambda s: motion_texture(from_real_layout(s), times, num_frames))(
-      spectral_px)  # [B, T, H, W, 2]
-  return motion_metric(texture, scale)
 
 
 def pool_scores(per_image: list[dict]) -> dict:
@@ -113,8 +96,9 @@ class RendererTask:
     return functional.merge(self.vgg_graphdef, constants["vgg"])
 
   def _metric(self, batch):
-    spectral = batch["spectral_volume"].astype(jnp.float32)
-    return spectral_metric(spectral, self.num_frames, self.config.metric_scale)
+    """``[B, H, W, 1]`` splatting metric of the batch's spectral volumes."""
+    return splat_metric(from_real_layout(batch["spectral_volume"]), self.num_frames,
+                        self.config.metric_scale)
 
   def loss(self, model, constants, batch, rng):
     batch_size, num_render_frames = batch["frames"].shape[:2]
