@@ -34,7 +34,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   })
   config.loss = ml_collections.ConfigDict({
       "l1_weight": 1.0, "perceptual_weight": 1.0,
-      # Per VGG16 layer relu1_2 .. relu5_3 (`render.losses`).
+      # Per VGG16 layer relu1_2 .. relu5_3 (`train.losses`).
       "layer_weights": (1.0, 1.0, 1.0, 1.0, 1.0),
       "perceptual_distance": "l1",
   })

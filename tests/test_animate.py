@@ -24,7 +24,8 @@ import train_configs  # noqa: E402
 
 from spectral_jax import checkpoint, cli  # noqa: E402
 from spectral_jax.data import synthetic, video  # noqa: E402
-from spectral_jax.inference import dynamics, export, loading, pictures  # noqa: E402
+from spectral_jax.data import pictures  # noqa: E402
+from spectral_jax.inference import dynamics, export, loading  # noqa: E402
 from spectral_jax.inference.animator import Animator, video_times  # noqa: E402
 from spectral_jax.inference.compile_cache import enable as enable_compile_cache  # noqa: E402
 from spectral_jax.inference.loop import loop_closure_error  # noqa: E402
@@ -447,7 +448,7 @@ def test_find_runs_takes_stage_2_and_the_renderer(runs):
 
 def test_the_commands_never_import_training():
   probe = ("import sys; import spectral_jax.apps.animate, spectral_jax.apps.interact; "
-           "from spectral_jax.inference import animator, dynamics, loading, pictures; "
+           "from spectral_jax.inference import animator, dynamics, loading; "
            "print(sorted(m for m in sys.modules if m.startswith('spectral_jax.train')))")
   done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-2000:]

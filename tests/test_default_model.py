@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from spectral_jax import cli
-from spectral_jax.inference import export, pictures
+from spectral_jax.data import pictures
+from spectral_jax.inference import export
 from spectral_jax.inference.animator import DEFAULT_MODEL, Animator, resolve_checkpoint
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ladybird.jpg"

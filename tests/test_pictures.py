@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spectral_jax.inference import pictures
+from spectral_jax.data import pictures
 
 
 def _save(array_or_image, path, **kwargs):

@@ -264,7 +264,7 @@ def test_splat_metric_is_in_the_pixels_of_the_grid_it_is_given():
   """A volume enlarged 2x with its displacements in the new pixels (as
   `fit_spectral` frames one): the metric doubles. A uniform sway keeps it
   exact, whatever the resampling does at the borders."""
-  from spectral_jax.inference.pictures import fit_spectral
+  from spectral_jax.data.pictures import fit_spectral
   spectral = np.zeros((4, 6, 9, 2), np.complex64)
   spectral[1] = 0.3 + 0.4j
   spectral[2, ..., 1] = -0.2j

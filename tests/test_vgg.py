@@ -10,7 +10,8 @@ import pytest
 import skimage.metrics
 
 from spectral_jax.models import vgg16
-from spectral_jax.render import losses, metrics
+from spectral_jax.render import metrics
+from spectral_jax.train import losses
 
 
 @pytest.fixture(scope="module")

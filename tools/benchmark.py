@@ -564,7 +564,7 @@ def _animate_benchmark(args) -> None:
   import skimage.data
 
   from spectral_jax.data.video import write_video
-  from spectral_jax.inference import pictures
+  from spectral_jax.data import pictures
   from spectral_jax.inference.animator import DEFAULT_MODEL, Animator, video_times
   workdir = Path(tempfile.mkdtemp(prefix="bench_animate_"))
   try:

@@ -84,7 +84,7 @@ def _motion(animator, photos, videos, lpips) -> list[np.ndarray]:
 
   from spectral_jax.data import photo_scenes
   from spectral_jax.data.video import write_video
-  from spectral_jax.inference import pictures
+  from spectral_jax.data import pictures
   from spectral_jax.inference.animator import video_times
   from spectral_jax.motion import viz
 
@@ -127,7 +127,7 @@ def _motion(animator, photos, videos, lpips) -> list[np.ndarray]:
 def _power(animator, photos, num_seeds: int, seed_zero: list[np.ndarray]) -> None:
   """Prints the mean power per bin over seeds 0..num_seeds-1 of each photo;
   ``seed_zero`` holds seed 0's (from `_motion`), in the order of ``photos``."""
-  from spectral_jax.inference import pictures
+  from spectral_jax.data import pictures
 
   power = list(seed_zero)
   for path in photos:

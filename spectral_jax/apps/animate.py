@@ -30,7 +30,7 @@ def _check(args) -> None:
 
 def _jobs(args) -> list[tuple[Path, Path]]:
   """``(picture, video)`` pairs: one, or one per picture of a folder."""
-  from spectral_jax.inference.pictures import list_pictures
+  from spectral_jax.data.pictures import list_pictures
   image = Path(args.image)
   if image.is_dir():
     if args.output.lower().endswith(VIDEO_SUFFIXES):
@@ -50,7 +50,7 @@ def _per_picture(path, picture: Path, suffix: str, several: bool) -> Path | None
 def load_motion_file(path, animator):
   """A `Motion` file's spectral volume framed to the model's size, checked
   against the model's K and T."""
-  from spectral_jax.inference.pictures import fit_spectral
+  from spectral_jax.data.pictures import fit_spectral
   from spectral_jax.motion.motion_file import Motion
   try:
     motion = Motion.load(path)
@@ -70,7 +70,8 @@ def run(args) -> None:
   import numpy as np
 
   from spectral_jax.data.video import write_video
-  from spectral_jax.inference import compile_cache, pictures
+  from spectral_jax.data import pictures
+  from spectral_jax.inference import compile_cache
   from spectral_jax.inference.animator import Animator, resolve_checkpoint, video_times
   from spectral_jax.motion.motion_file import Motion
 

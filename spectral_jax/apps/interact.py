@@ -66,7 +66,8 @@ def _check(args) -> None:
 
 def run(args) -> None:
   from spectral_jax.data.video import write_video
-  from spectral_jax.inference import compile_cache, dynamics, pictures
+  from spectral_jax.data import pictures
+  from spectral_jax.inference import compile_cache, dynamics
   from spectral_jax.inference.animator import Animator, resolve_checkpoint
 
   _check(args)

@@ -280,7 +280,7 @@ def load_photo(path, height: int, width: int) -> np.ndarray:
   `_LOAD_SCALE` times the largest crop ``make_scene`` resizes to
   ``height x width``. Cached (read-only), so a data source decodes each photo
   once."""
-  from spectral_jax.inference.pictures import read_picture  # NumPy, PIL, OpenCV only.
+  from spectral_jax.data.pictures import read_picture
   image = read_picture(path)
   factor = _LOAD_SCALE / min(image.shape[0] / height, image.shape[1] / width)
   if factor < 1.0:
@@ -293,7 +293,7 @@ def load_photo(path, height: int, width: int) -> np.ndarray:
 def list_photos(directory) -> list[Path]:
   """The pictures directly in ``directory``, sorted (`list_pictures`:
   .jpg, .png and other formats; raises if there are none)."""
-  from spectral_jax.inference.pictures import list_pictures
+  from spectral_jax.data.pictures import list_pictures
   return list_pictures(directory)
 
 

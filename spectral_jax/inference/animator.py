@@ -19,7 +19,7 @@ import numpy as np
 
 from spectral_jax.inference import export, loading
 from spectral_jax.inference.motion_model import MotionModel, SamplingOptions
-from spectral_jax.inference.pictures import fit_picture, fit_spectral
+from spectral_jax.data.pictures import fit_picture, fit_spectral
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.motion.spectral import animation_texture, from_real_layout
 from spectral_jax.render.frames import render_frames

@@ -13,7 +13,7 @@ change it: the renderer sees the metric it was trained with.
 
 Units: pixels of the grid the volume is given on. A caller that resamples a
 volume to another size must scale its displacements to the new pixels
-(`inference.pictures.fit_spectral` does), and then this is the metric in the
+(`data.pictures.fit_spectral` does), and then this is the metric in the
 new size's pixels; ``metric_scale`` (``configs/renderer.py``, carried by a
 run's or an export's stats) multiplies it.
 """

@@ -34,10 +34,10 @@ from spectral_jax.models.build import build_renderer
 from spectral_jax.models.vgg16 import load_vgg16
 from spectral_jax.motion.spectral import from_real_layout
 from spectral_jax.render import metrics
-from spectral_jax.render.losses import l1_loss, perceptual_loss
 from spectral_jax.render.splat import softmax_splat
 from spectral_jax.render.splat_metric import splat_metric
 from spectral_jax.train import data as train_data
+from spectral_jax.train.losses import l1_loss, perceptual_loss
 
 # Fields of an example the renderer uses; the float16 ones go to the device
 # as they are (half the transfer) and are widened there.

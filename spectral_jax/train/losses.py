@@ -1,4 +1,4 @@
-"""Losses of the renderer: VGG16 perceptual loss and L1 (docs/DESIGN.md §2).
+"""Losses of the renderer stage: VGG16 perceptual loss and L1 (docs/DESIGN.md §2).
 
 The perceptual loss compares `spectral_jax.models.vgg16.VGG16` features of the
 rendered and the true frame at relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3
