@@ -4,9 +4,10 @@
       --workdir runs/ldm2 --config.vae_from=runs/vae --config.init_from=runs/ldm1
 
 Loads the stage-1 U-Net (``init_from``), adds frequency-attention layers
-after its spatial blocks (output projections zero-initialised, so step 0
-predicts exactly what stage 1 does) and trains only those: every other
-parameter is frozen, without optimizer state.
+(``model.freq_attention``, a variant of `models/freq_attention.py`) after
+its spatial blocks (the identity at initialisation, so step 0 predicts
+exactly what stage 1 does) and trains only those: every other parameter is
+frozen, without optimizer state.
 """
 
 from pathlib import Path
@@ -20,8 +21,12 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   # Stage 1's config (the file beside this one: configs are loaded by path).
   config = load_config_file(Path(__file__).with_name("ldm_pretrain.py"), variant)
   config.stage = "ldm_freq_attn"
-  config.trainable = ".*freq_attn.*"
-  # All K frequencies per example: fewer examples per batch.
+  config.model.freq_attention = "attention"
+  # Only the frequency-attention layers train (`train.optimizer.MODULE_GROUPS`).
+  config.trainable = "freq_attention"
+  # All K frequencies per example, for the layer to attend across: fewer
+  # examples per batch.
+  config.data.freqs_per_example = 0
   config.batch_size = {"tiny": 4, "demo": 4, "paper": 16, "hires": 8}[config.variant]
   if config.variant == "demo":
     config.num_steps = 200

@@ -33,7 +33,12 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       # frequency embeddings are added: a group of one channel erases them
       # (tiny's 32-channel level otherwise ignores t and the frequency).
       "min_channels_per_group": 4,
+      # The layer across frequencies (models/freq_attention.py): none in
+      # stage 1, whose spatial layers see each frequency on its own.
+      "freq_attention": "none",
   })
+  # Frequencies of each training example: one random bin (0: all K).
+  config.data.freqs_per_example = 1
   config.diffusion = ml_collections.ConfigDict({
       # The demo's schedule ends at zero SNR and its network predicts v: with
       # the paper's (alphabar = 0.0047 at the top step, ε), a short run

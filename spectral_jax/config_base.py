@@ -1,7 +1,9 @@
 """What every training config has, for `configs/<stage>.py` to build on.
 
-The paper's numbers live in the `configs/` files; this module only fixes the
-shape of a config and the variants' data and run lengths:
+The paper's numbers live in the `configs/` files, its data settings and the
+variants' clips in `spectral_jax/data/defaults.py` (which `configs/data.py`
+builds on); this module only fixes the shape of a config and the variants'
+data and run lengths:
 
   tiny   trains on a laptop CPU in minutes, on synthetic scenes made on the fly
          (64x48 pixels, T=32 frames, K=8), needing no prepared data set;
@@ -22,6 +24,7 @@ from pathlib import Path
 import ml_collections
 
 from spectral_jax.checks import number
+from spectral_jax.data import defaults
 
 VARIANTS = ("tiny", "demo", "paper", "hires")
 
@@ -29,7 +32,6 @@ VARIANTS = ("tiny", "demo", "paper", "hires")
 def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
-  tiny = variant == "tiny"
   config = ml_collections.ConfigDict()
   config.stage = stage
   config.variant = variant
@@ -55,7 +57,10 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   # With fsdp > 1, parameters of at least this many elements are split.
   config.fsdp_min_size = 2**16
-  # Full-match regex on parameter paths ("a/b/kernel"); the rest is frozen.
+  # What trains; the rest is frozen. A module group of
+  # `train.optimizer.MODULE_GROUPS` ("freq_attention": the frequency
+  # attention layers, whichever variant), else a full-match regex on
+  # parameter paths ("a/b/kernel").
   config.trainable = ".*"
   # A finished run whose parameters start this one (same paths and shapes;
   # parameters it lacks keep their initialisation).
@@ -67,12 +72,12 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
       "grad_clip": 1.0, "warmup_steps": 50 if small else 1000, "decay": "constant",
       "decay_steps": 0})
 
-  size = {"tiny": (64, 48), "demo": (128, 80), "paper": (256, 160), "hires": (512, 288)}[variant]
+  clip = defaults.clip(variant)  # The paper's, or the variant's (`data/defaults.py`).
   config.data = ml_collections.ConfigDict({
       # A prepared data set (`spectral-jax prepare`); empty: synthetic scenes.
       "dir": "",
-      "width": size[0], "height": size[1], "num_freqs": 8 if tiny else 16,
-      "percentile": 97.0,
+      "width": clip["width"], "height": clip["height"], "num_freqs": clip["num_freqs"],
+      "percentile": defaults.PERCENTILE,
       # "adaptive" (the paper: percentile per frequency, signed square root)
       # or "image_size" (the baseline it is compared against).
       "normalization": "adaptive",
@@ -84,8 +89,8 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
       # a device. Any count gives the same batches.
       "worker_count": 0,
       "synthetic": {"num_train": 4096, "num_test": 64, "seed": 0,
-                    "num_frames": 32 if tiny else 150, "fps": 30.0,
-                    "num_render_frames": 0, "max_amplitude_px": 4.0,
+                    "num_frames": clip["num_frames"], "fps": clip["fps"],
+                    "num_render_frames": 0, "max_amplitude_px": defaults.MAX_AMPLITUDE_PX,
                     "stats_examples": 256,
                     # A folder of photos: their vegetation sways
                     # (data/photo_scenes.py); empty: painted plants.
@@ -172,6 +177,8 @@ _RANGES = {
     "data.width": _int(8),
     "data.height": _int(8),
     "data.num_freqs": _int(1),
+    # The LDM's frequencies per example: 1, one random bin; 0, all K.
+    "data.freqs_per_example": _int(0, 1),
     "data.percentile": _real(0, 100, low_open=True),
     "data.normalization": ("adaptive", "image_size"),
     "data.worker_count": _int(0),

@@ -97,7 +97,7 @@ def test_vae_bfloat16_agrees_with_float32():
   assert _relative(recon16, recon) < 0.03
 
 
-@pytest.mark.parametrize("freq_attention", [False, True])
+@pytest.mark.parametrize("freq_attention", ["none", "attention"])
 def test_unet_bfloat16_agrees_with_float32(freq_attention):
   full, half = _twins(lambda dtype: unet.MotionUNet(**UNET, freq_attention=freq_attention,
                                                     dtype=dtype, rngs=nnx.Rngs(0)), perturb=0.05)
@@ -153,7 +153,7 @@ def test_ddim_sampling_with_guidance_bfloat16_agrees_with_float32():
   """`MotionModel.sampler`, as `animate` samples: DDIM with classifier-free
   guidance (w = 1.75, which amplifies the networks' differences), then the
   VAE decoder. DDIM's arithmetic is float32 in both."""
-  unets = _twins(lambda dtype: unet.MotionUNet(**UNET, freq_attention=True, dtype=dtype,
+  unets = _twins(lambda dtype: unet.MotionUNet(**UNET, freq_attention="attention", dtype=dtype,
                                                rngs=nnx.Rngs(0)), perturb=0.05)
   vaes = _twins(lambda dtype: vae.SpectralVAE(**VAE, dtype=dtype, rngs=nnx.Rngs(1)))
   options = SamplingOptions(num_steps=4, guidance_scale=1.75)

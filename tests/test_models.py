@@ -1,14 +1,20 @@
-"""Motion VAE and diffusion U-Net: shapes, conditioning, stage 1 → 2, training."""
+"""Motion VAE and diffusion U-Net: shapes, conditioning, stage 1 → 2 (frequency
+attention chosen by config, what trains in stage 2, old configs), training."""
+
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
-from spectral_jax.models import layers, unet, vae
+from spectral_jax.models import build, freq_attention, functional, layers, unet, vae
+from spectral_jax.train import optimizer
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 UNET = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
             num_heads=2, num_freqs=4, image_encoder_channels=8, min_channels_per_group=4)
 B, K, LATENT_HW, IMAGE_HW = 2, 4, (8, 12), (32, 48)
@@ -203,30 +209,31 @@ def test_image_encoder_reaches_latent_resolution():
   assert _shape(encoder, jnp.zeros((2,) + IMAGE_HW + (3,))).shape == (2,) + LATENT_HW + (16,)
 
 
-@pytest.mark.parametrize("freq_attention", [False, True])
+@pytest.mark.parametrize("attention", ["none", "attention"])
 @pytest.mark.parametrize("num_freqs", [1, K])
-def test_unet_output_shape(freq_attention, num_freqs):
-  model = _abstract(unet.MotionUNet, **UNET, freq_attention=freq_attention)
+def test_unet_output_shape(attention, num_freqs):
+  model = _abstract(unet.MotionUNet, **UNET, freq_attention=attention)
   eps = _shape(model, *_unet_inputs(num_freqs))
   assert eps.shape == (B, num_freqs) + LATENT_HW + (4,) and eps.dtype == jnp.float32
 
 
 def test_unet_computes_in_bfloat16_with_float32_params():
-  model = unet.MotionUNet(**UNET, freq_attention=True, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  model = unet.MotionUNet(**UNET, freq_attention="attention", dtype=jnp.bfloat16,
+                          rngs=nnx.Rngs(0))
   apply, params = _pure(model)
   assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
   eps = apply(params, *_unet_inputs(1))
   assert eps.dtype == jnp.float32 and np.isfinite(eps).all()
 
 
-@pytest.mark.parametrize("freq_attention", [False, True])
-def test_the_frequency_index_reaches_the_prediction(freq_attention):
+@pytest.mark.parametrize("attention", ["none", "attention"])
+def test_the_frequency_index_reaches_the_prediction(attention):
   """The same noisy latent at every frequency: each bin's prediction is its
   own, through the frequency embedding (and, in stage 2, frequency
   attention's index embeddings). With rows 0 and 1 of every embedding table
   swapped and bins 0 and 1's indices swapped, the predictions are the same:
   the tables are looked up by the index."""
-  model = unet.MotionUNet(**UNET, freq_attention=freq_attention, rngs=nnx.Rngs(0))
+  model = unet.MotionUNet(**UNET, freq_attention=attention, rngs=nnx.Rngs(0))
   apply, params = _pure(model)
   params = _perturbed(params, seed=4)
   z_t, t, image, freq_index, cond = _unet_inputs(K)
@@ -242,7 +249,7 @@ def test_the_frequency_index_reaches_the_prediction(freq_attention):
   tables = [path for path in flat
             if path[-1] == "embedding" and ("freq_embed" in path or "pos_embed" in path)]
   # One for the U-Net, and one per frequency attention (8 in stage 2).
-  assert len(tables) == (9 if freq_attention else 1), tables
+  assert len(tables) == (9 if attention == "attention" else 1), tables
   for path in tables:
     flat[path] = flat[path].replace(np.asarray(flat[path].get_value())[[1, 0, 2, 3]])
   swapped = apply(nnx.from_flat_state(flat), z_t, t, image, freq_index[:, [1, 0, 2, 3]], cond)
@@ -266,25 +273,42 @@ def test_dropped_condition_ignores_the_image(stage1):
                              atol=1e-6)
 
 
+# Where `MotionUNet` puts its frequency attention (one per unit: 2 down,
+# 2 middle, 4 up, under ``freq_attn``) and the parameters of the current
+# variant: the paths of every stage-2 run and export saved so far.
+FREQ_ATTN_UNITS = [("down", 0), ("down", 2), ("mid", 0), ("mid", 1), ("up", 0), ("up", 1),
+                   ("up", 3), ("up", 4)]
+ATTENTION_PARAMS = [("norm", "scale"), ("norm", "bias"), ("pos_embed", "embedding"),
+                    ("attn", "qkv", "kernel"), ("attn", "qkv", "bias"), ("attn", "out", "kernel"),
+                    ("attn", "out", "bias")]
+
+
 def test_stage2_tree_is_stage1_plus_freq_attn():
-  stage1 = nnx.state(_abstract(unet.MotionUNet, **UNET), nnx.Param)
-  stage2 = nnx.state(_abstract(unet.MotionUNet, **UNET, freq_attention=True), nnx.Param)
-  paths1, paths2 = _paths(stage1), _paths(stage2)
-  assert not any(unet.is_freq_attn_path(p) for p in paths1)
-  extra = paths2 - paths1
-  assert paths1 <= paths2 and extra and all(unet.is_freq_attn_path(p) for p in extra)
-  # One frequency attention per unit: 2 down + 2 middle + 4 up.
-  assert len({p[:p.index("freq_attn")] for p in extra}) == 8
+  """Stage 2's parameters are stage 1's plus its frequency-attention
+  layers' (`freq_attention.param_paths`), at the paths saved runs have;
+  ``freq_attention="none"`` builds no such layer."""
+  model1 = _abstract(unet.MotionUNet, **UNET, freq_attention="none")
+  model2 = _abstract(unet.MotionUNet, **UNET, freq_attention="attention")
+  paths1, paths2 = _paths(nnx.state(model1, nnx.Param)), _paths(nnx.state(model2, nnx.Param))
+  assert not freq_attention.param_paths(model1)
+  assert not any("freq_attn" in path for path in paths1)
+  own = freq_attention.param_paths(model2)
+  assert paths1 <= paths2 and paths2 - paths1 == own
+  assert own == {unit + ("freq_attn",) + param for unit in FREQ_ATTN_UNITS
+                 for param in ATTENTION_PARAMS}
   other = nnx.state(_abstract(unet.MotionUNet, **{**UNET, "num_res_blocks": 2}), nnx.Param)
   with pytest.raises(ValueError, match="differ"):
-    unet.with_stage1_params(stage2, other)
+    unet.with_stage1_params(model2, other)
+  with pytest.raises(ValueError, match="unknown frequency attention 'attn'"):
+    _abstract(unet.MotionUNet, **UNET, freq_attention="attn")
 
 
 def test_stage2_with_stage1_params_reproduces_stage1_exactly(stage1):
   apply1, params1 = stage1
   params1 = _perturbed(params1, seed=2)
-  apply2, params2 = _pure(unet.MotionUNet(**UNET, freq_attention=True, rngs=nnx.Rngs(1)))
-  params2 = unet.with_stage1_params(params2, params1)
+  model2 = unet.MotionUNet(**UNET, freq_attention="attention", rngs=nnx.Rngs(1))
+  apply2, _ = _pure(model2)
+  params2 = unet.with_stage1_params(model2, params1)
   inputs = _unet_inputs(K)
   eps1 = apply1(params1, *inputs)
   np.testing.assert_allclose(apply2(params2, *inputs), eps1, rtol=0, atol=1e-6)
@@ -293,18 +317,119 @@ def test_stage2_with_stage1_params_reproduces_stage1_exactly(stage1):
   z_t, *rest = inputs
   z_other = z_t.at[:, 0].add(1.0)
   np.testing.assert_allclose(apply1(params1, z_other, *rest)[:, 1:], eps1[:, 1:], atol=1e-6)
-  params2 = _perturbed(params2, seed=3)
-  change = apply2(params2, z_other, *rest)[:, 1:] - apply2(params2, z_t, *rest)[:, 1:]
+  nnx.update(model2, _perturbed(params2, seed=3))
+  change = apply2(nnx.state(model2, nnx.Param), z_other, *rest)[:, 1:] - (
+      apply2(nnx.state(model2, nnx.Param), z_t, *rest)[:, 1:])
   assert np.abs(change).max() > 1e-4
 
-  # A trained stage 2 on stage 1's backbone, its frequency attention zeroed,
-  # is stage 1 again (what stage 2's evaluation compares against).
-  trained = unet.with_stage1_params(params2, params1)
+  # A trained stage 2 on stage 1's backbone, its frequency attention
+  # skipped, is stage 1 again to the bit (what stage 2's evaluation compares
+  # against), whatever the layers' parameters.
+  trained = unet.with_stage1_params(model2, params1)
   assert np.abs(apply2(trained, *inputs) - eps1).max() > 1e-4
-  stripped = unet.without_freq_attn(trained)
-  assert {p for p, v in nnx.to_flat_state(stripped) if not np.any(v.get_value())} == {
-      p for p, _ in nnx.to_flat_state(stripped) if unet.is_freq_attn_path(p)}
-  np.testing.assert_allclose(apply2(stripped, *inputs), eps1, rtol=0, atol=1e-6)
+  skipped, _ = _pure(model2, lambda model, *args: model(*args, use_freq_attention=False))
+  np.testing.assert_array_equal(skipped(trained, *inputs), eps1)
+
+
+class _Gain(nnx.Module):
+  """A frequency-attention variant for the tests: ``x * (1 + gain)`` per
+  channel, the identity at initialisation."""
+
+  def __init__(self, channels: int, num_heads: int, num_freqs: int, *, dtype, rngs: nnx.Rngs):
+    del num_heads, num_freqs, dtype, rngs
+    self.gain = nnx.Param(jnp.zeros((channels,)))
+
+  def __call__(self, x, freq_index):
+    del freq_index
+    return x * (1 + self.gain[...])
+
+
+def _ldm_config(stage: str):
+  """The `tiny` config of an LDM stage, K = `K`."""
+  from spectral_jax.config_base import load_config_file
+  config = load_config_file(CONFIGS / f"{stage}.py", "tiny")
+  config.data.num_freqs = K
+  return config
+
+
+def _flat_names(tree) -> dict:
+  """``{"a/b/kernel": leaf}`` of a pytree."""
+  return {optimizer.path_name(path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_a_registered_variant_is_built_and_trained_by_config(monkeypatch):
+  """A variant added to `freq_attention.VARIANTS` and named by
+  ``model.freq_attention`` is what the U-Net builds after every unit, and
+  stage 2's ``trainable`` selects its parameters, with no pattern to edit."""
+  monkeypatch.setitem(freq_attention.VARIANTS, "gain", _Gain)
+  config = _ldm_config("ldm_freq_attn")
+  config.model.freq_attention = "gain"
+  model = nnx.eval_shape(lambda: build.build_unet(config, nnx.Rngs(0)))
+  built = {path[:-1]: type(node) for path, node in nnx.iter_graph(model)
+           if path and path[-1] == "freq_attn"}
+  assert built == {unit: _Gain for unit in FREQ_ATTN_UNITS}
+  graphdef, params = functional.split_params(model)
+  labels = _flat_names(optimizer.trainable_labels(params, config.trainable, graphdef))
+  assert {name for name, label in labels.items() if label == optimizer.TRAINABLE} == {
+      f"{unit}/{index}/freq_attn/gain" for unit, index in FREQ_ATTN_UNITS}
+
+
+def test_stage2_optimizer_trains_exactly_the_frequency_attention():
+  """Stage 2's optimizer (its config's ``optimizer`` and ``trainable``) keeps
+  state for the frequency-attention parameters alone, and one step with a
+  non-zero learning rate and every gradient 1 moves each of them and
+  leaves every other parameter bit for bit."""
+  config = _ldm_config("ldm_freq_attn")
+  config.optimizer.warmup_steps = 0  # A warm-up starts at learning rate 0.
+  model = build.build_unet(config, nnx.Rngs(0))
+  graphdef, params = functional.split_params(model)
+  own = {"/".join(map(str, path)) for path in freq_attention.param_paths(model)}
+  assert own
+  tx = optimizer.make_optimizer(config.optimizer, params, config.trainable, graphdef)
+  state = tx.init(params)
+  # Adam's moments, by the parameter they belong to.
+  moments = {name.split("/mu/", 1)[1] for name in _flat_names(state) if "/mu/" in name}
+  assert moments == own
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  after = _flat_names(optax.apply_updates(params, updates))
+  before = _flat_names(params)
+  moved = {name for name in before if not np.array_equal(before[name], after[name])}
+  assert moved == own
+  with pytest.raises(ValueError, match="graphdef"):
+    optimizer.make_optimizer(config.optimizer, params, config.trainable)
+
+
+@pytest.mark.parametrize("stage,attention,per_example",
+                         [("ldm_pretrain", "none", 1), ("ldm_freq_attn", "attention", 0)])
+def test_a_config_saved_before_the_fields_builds_the_network_it_trained(stage, attention,
+                                                                        per_example):
+  """A stored config from before ``model.freq_attention`` and
+  ``data.freqs_per_example`` has only ``stage``: it gets what the stage
+  meant then (and is not changed), and builds the very network the
+  stage's config with the fields builds, parameter paths included."""
+  config = _ldm_config(stage)
+  assert (config.model.freq_attention, config.data.freqs_per_example) == (attention,
+                                                                         per_example)
+  old = ml_collections.ConfigDict(config.to_dict())
+  del old.model["freq_attention"], old.data["freqs_per_example"]
+  completed = build.motion_config(old)
+  assert (completed.model.freq_attention, completed.data.freqs_per_example) == (attention,
+                                                                               per_example)
+  assert "freq_attention" not in old.model and build.motion_config(config) is config
+  built = {name: nnx.eval_shape(lambda c=c: build.build_unet(c, nnx.Rngs(0)))
+           for name, c in (("new", config), ("old", old))}
+  assert nnx.graphdef(built["old"]) == nnx.graphdef(built["new"])
+  assert _paths(nnx.state(built["old"], nnx.Param)) == _paths(nnx.state(built["new"], nnx.Param))
+  assert bool(freq_attention.param_paths(built["old"])) == (attention != "none")
+
+
+def test_the_config_not_the_stage_decides_the_architecture():
+  """A stage-2 config that asks for no frequency attention gets none."""
+  config = _ldm_config("ldm_freq_attn")
+  config.model.freq_attention = "none"
+  model = nnx.eval_shape(lambda: build.build_unet(config, nnx.Rngs(0)))
+  assert not freq_attention.param_paths(model)
 
 
 def test_vae_gradient_on_a_still_map_stays_small():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from spectral_jax.models.renderer import Renderer
@@ -12,6 +13,33 @@ from spectral_jax.models.vae import SpectralVAE
 
 MOTION_STAGES = ("ldm_pretrain", "ldm_freq_attn")
 
+# What each motion stage meant before the frequency attention and the
+# frequencies per example were config fields: the runs and exports saved
+# then (the shipped default model among them) store only ``stage``, and must
+# rebuild the network and batches they trained with.
+_STAGE_FIELDS = {
+    "ldm_pretrain": {"model": {"freq_attention": "none"}, "data": {"freqs_per_example": 1}},
+    "ldm_freq_attn": {"model": {"freq_attention": "attention"},
+                      "data": {"freqs_per_example": 0}},
+}
+
+
+def motion_config(config) -> ml_collections.ConfigDict:
+  """An LDM run's ``config`` with ``model.freq_attention`` and
+  ``data.freqs_per_example``: a config saved before they existed gets
+  those its ``stage`` meant (in a copy); any other is returned as it is.
+  The U-Net and the LDM task read their config through this, so that this
+  is the one place that knows what old runs meant."""
+  absent = {(block, name): value
+            for block, fields in _STAGE_FIELDS.get(config.stage, {}).items()
+            for name, value in fields.items() if name not in config[block]}
+  if not absent:
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  for (block, name), value in absent.items():
+    config[block][name] = value
+  return config
+
 
 def build_vae(config, rngs: nnx.Rngs) -> SpectralVAE:
   """The VAE of a ``vae`` run (its ``model`` block and dtype)."""
@@ -19,9 +47,10 @@ def build_vae(config, rngs: nnx.Rngs) -> SpectralVAE:
 
 
 def build_unet(config, rngs: nnx.Rngs) -> MotionUNet:
-  """The U-Net of an LDM run; frequency attention in stage 2 only."""
+  """The U-Net of an LDM run (its ``model`` block, ``model.freq_attention``
+  included, and dtype)."""
+  config = motion_config(config)
   return MotionUNet(**config.model.to_dict(), num_freqs=config.data.num_freqs,
-                    freq_attention=config.stage == "ldm_freq_attn",
                     dtype=jnp.dtype(config.dtype), rngs=rngs)
 
 

@@ -4,30 +4,24 @@ The network sees ``F`` frequencies of each example at once, ``z_t [B, F, h, w,
 latent]``, conditioned on the picture through an image encoder whose features
 are concatenated on channels. Spatial layers process the ``B * F`` maps
 independently; stage 1 trains them with ``F = 1`` and a frequency-index
-embedding. Stage 2 (``freq_attention=True``) adds attention across the ``F``
-axis, in modules under attributes named ``freq_attn`` (and nothing else has
-that name, so training can freeze everything else by path). Their output
-projections start at zero, so stage 2 at initialisation computes exactly what
+embedding. Stage 2 (``freq_attention`` a variant of `freq_attention.VARIANTS`,
+not "none") adds a layer across the ``F`` axis after every unit, under the
+attribute ``freq_attn`` (the parameter paths of the runs saved so far). It
+starts as the identity, so stage 2 at initialisation computes exactly what
 stage 1 does: `with_stage1_params` copies a stage-1 parameter state into it,
-and `without_freq_attn` turns a trained stage 2 back into its backbone.
+and a call with ``use_freq_attention=False`` skips the layers, which is stage
+1's network on a stage-2 run's frozen backbone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from spectral_jax.models import freq_attention as freq_attention_lib
 from spectral_jax.models import layers
-
-FREQ_ATTN = "freq_attn"
-
-
-def is_freq_attn_path(path: Sequence) -> bool:
-  """Whether a parameter path (tuple of keys) belongs to frequency attention."""
-  return any(FREQ_ATTN in str(key) for key in path)
 
 
 class ImageEncoder(nnx.Module):
@@ -60,36 +54,10 @@ class ImageEncoder(nnx.Module):
     return self.conv_out(nnx.silu(self.norm_out(h)))
 
 
-class FrequencyAttention(nnx.Module):
-  """Self-attention across frequencies at each spatial position, residual.
-
-  Tokens are the ``F`` frequencies of one example at one ``(y, x)``; they are
-  LayerNorm-ed, get a learned embedding of their frequency index (so any
-  subset or order of bins is handled), and attend to each other. The output
-  projection is zero-initialised: at init the layer is exactly the identity.
-  """
-
-  def __init__(self, channels: int, num_heads: int, num_freqs: int, *, dtype=jnp.float32,
-               rngs: nnx.Rngs):
-    self.norm = nnx.LayerNorm(channels, epsilon=1e-6, dtype=dtype, param_dtype=jnp.float32,
-                              rngs=rngs)
-    self.pos_embed = nnx.Embed(num_freqs, channels, dtype=dtype, param_dtype=jnp.float32,
-                               rngs=rngs)
-    self.attn = layers.SelfAttention(channels, num_heads, zero_init=True, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x, freq_index):
-    """``x [B * F, h, w, C]``, ``freq_index [B, F]`` int → ``[B * F, h, w, C]``."""
-    b, f = freq_index.shape
-    _, h, w, c = x.shape
-    tokens = x.reshape(b, f, h * w, c).transpose(0, 2, 1, 3)  # [B, h*w, F, C]
-    tokens = self.norm(tokens) + self.pos_embed(freq_index)[:, None]
-    out = self.attn(tokens.reshape(b * h * w, f, c)).reshape(b, h * w, f, c)
-    return x + out.transpose(0, 2, 1, 3).reshape(b * f, h, w, c)
-
-
 class _Unit(nnx.Module):
   """Residual block, then optional spatial attention, then (stage 2)
-  frequency attention: ``[B * F, h, w, C_in]`` → ``[B * F, h, w, C_out]``."""
+  frequency attention: ``[B * F, h, w, C_in]`` → ``[B * F, h, w, C_out]``.
+  ``freq_attention``: a `freq_attention.VARIANTS` name."""
 
   def __init__(self, in_channels, out_channels, emb_channels, *, attention, num_heads,
                freq_attention, num_freqs, min_channels_per_group, dtype, rngs):
@@ -99,14 +67,14 @@ class _Unit(nnx.Module):
     self.attn = (layers.SpatialAttention(out_channels, num_heads, zero_init=True,
                                          min_channels_per_group=min_channels_per_group,
                                          dtype=dtype, rngs=rngs) if attention else None)
-    self.freq_attn = (FrequencyAttention(out_channels, num_heads, num_freqs, dtype=dtype,
-                                         rngs=rngs) if freq_attention else None)
+    self.freq_attn = freq_attention_lib.make(freq_attention, out_channels, num_heads, num_freqs,
+                                             dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, emb, freq_index):
+  def __call__(self, x, emb, freq_index, use_freq_attention: bool = True):
     x = self.res(x, emb)
     if self.attn is not None:
       x = self.attn(x)
-    if self.freq_attn is not None:
+    if self.freq_attn is not None and use_freq_attention:
       x = self.freq_attn(x, freq_index)
     return x
 
@@ -120,7 +88,8 @@ class MotionUNet(nnx.Module):
   units at levels in ``attention_levels`` add spatial self-attention. The
   middle has two units, the first with spatial attention. A unit is
   ResBlock → [spatial attention] → [frequency attention], so with
-  ``freq_attention=True`` there is one `FrequencyAttention` after every unit
+  ``freq_attention`` other than "none" there is one frequency-attention
+  layer (that variant of `freq_attention.VARIANTS`) after every unit
   in the down, middle and up paths (not after the input convolution or the
   down/upsamplers). Residual blocks and spatial attention are zero-initialised
   residual branches; the output convolution is not, so an untrained network
@@ -141,7 +110,7 @@ class MotionUNet(nnx.Module):
   def __init__(self, latent_channels: int = 4, cond_channels: int = 16, base_channels: int = 128,
                channel_mults: Sequence[int] = (1, 4, 8), num_res_blocks: int = 2,
                attention_levels: Sequence[int] = (1, 2), num_heads: int = 8, num_freqs: int = 16,
-               freq_attention: bool = False, image_encoder_channels: int = 64,
+               freq_attention: str = "none", image_encoder_channels: int = 64,
                image_downsamples: int = 2, image_encoder_res_blocks: int = 1,
                min_channels_per_group: int = 1, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.dtype = dtype
@@ -186,7 +155,7 @@ class MotionUNet(nnx.Module):
     self.norm_out = layers.group_norm(channels, dtype=dtype, rngs=rngs)
     self.conv_out = layers.conv(channels, latent_channels, dtype=dtype, rngs=rngs)
 
-  def __call__(self, z_t, t, image, freq_index, cond_mask):
+  def __call__(self, z_t, t, image, freq_index, cond_mask, *, use_freq_attention: bool = True):
     """Predicted noise ``[B, F, h, w, latent]`` float32.
 
     Args:
@@ -196,6 +165,8 @@ class MotionUNet(nnx.Module):
       image: ``[B, H, W, 3]`` picture in [-1, 1], ``H = h * 2^image_downsamples``.
       freq_index: ``[B, F]`` int32 frequency bin of each latent.
       cond_mask: ``[B]`` bool, False where the image condition is dropped.
+      use_freq_attention: False skips every frequency-attention layer: the
+        network without them, i.e. stage 1's on a stage-2 run's backbone.
     """
     b, f, h, w, _ = z_t.shape
     if h % self.downsample_factor or w % self.downsample_factor:
@@ -214,61 +185,43 @@ class MotionUNet(nnx.Module):
 
     skips = [x]
     for block in self.down:
-      x = block(x) if isinstance(block, layers.Downsample) else block(x, emb, freq_index)
+      x = (block(x) if isinstance(block, layers.Downsample)
+           else block(x, emb, freq_index, use_freq_attention))
       skips.append(x)
     for block in self.mid:
-      x = block(x, emb, freq_index)
+      x = block(x, emb, freq_index, use_freq_attention)
     for block in self.up:
       if isinstance(block, layers.Upsample):
         x = block(x)
       else:
-        x = block(jnp.concatenate([x, skips.pop()], axis=-1), emb, freq_index)
+        x = block(jnp.concatenate([x, skips.pop()], axis=-1), emb, freq_index,
+                  use_freq_attention)
     eps = self.conv_out(nnx.silu(self.norm_out(x)))
     return eps.astype(jnp.float32).reshape(b, f, h, w, -1)
 
 
-def with_stage1_params(stage2_params: nnx.State, stage1_params: nnx.State) -> nnx.State:
-  """Stage-2 parameters with every stage-1 parameter copied in.
+def with_stage1_params(stage2: MotionUNet, stage1_params: nnx.State) -> nnx.State:
+  """A stage-2 network's parameters with every stage-1 parameter copied in.
 
   Args:
-    stage2_params: ``nnx.state(model, nnx.Param)`` (or the params of
-      ``nnx.split``) of a ``freq_attention=True`` `MotionUNet`.
-    stage1_params: the same of the stage-1 model with identical other
-      hyper-parameters.
+    stage2: a `MotionUNet` with frequency attention.
+    stage1_params: ``nnx.state(model, nnx.Param)`` of the stage-1 model
+      with identical other hyper-parameters.
   Returns:
-    A new state: stage-1 values everywhere, stage-2 ``freq_attn`` entries kept.
+    A new state: stage-1 values everywhere, ``stage2``'s own values for the
+    parameters of its frequency-attention layers.
   Raises:
-    ValueError: if the trees differ other than by ``freq_attn`` entries, or
-      a shared parameter's shape differs.
+    ValueError: if the trees differ other than by the frequency-attention
+      layers' parameters, or a shared parameter's shape differs.
   """
-  flat2 = dict(nnx.to_flat_state(stage2_params))
+  flat2 = dict(nnx.to_flat_state(nnx.state(stage2, nnx.Param)))
   flat1 = dict(nnx.to_flat_state(stage1_params))
-  shared = {path for path in flat2 if not is_freq_attn_path(path)}
+  shared = set(flat2) - freq_attention_lib.param_paths(stage2)
   if shared != set(flat1):
-    raise ValueError(f"parameter trees differ beyond {FREQ_ATTN!r}: only in stage 1: "
+    raise ValueError(f"parameter trees differ beyond frequency attention: only in stage 1: "
                      f"{sorted(set(flat1) - shared, key=str)[:5]}, only in stage 2: "
                      f"{sorted(shared - set(flat1), key=str)[:5]}")
   mismatched = [path for path in flat1 if flat1[path].shape != flat2[path].shape]
   if mismatched:
     raise ValueError(f"parameter shapes differ at {mismatched[:5]}")
   return nnx.from_flat_state({**flat2, **flat1})
-
-
-def without_freq_attn(params):
-  """Stage-2 parameters with every ``freq_attn`` parameter zeroed: the
-  network they define computes exactly what its backbone alone (stage 1)
-  computes.
-
-  Each `FrequencyAttention` is ``x + out(...)`` with ``out`` a linear layer;
-  with its kernel and bias at zero the layer adds exactly 0 whatever its
-  input. Zeroing all of its parameters (all finite, so no NaN arises) does
-  that without depending on how the layer names its output projection.
-
-  Args:
-    params: any pytree of a ``freq_attention=True`` `MotionUNet`'s parameters
-      (nested dict or ``nnx.State``).
-  Returns:
-    The same tree, ``freq_attn`` leaves replaced by zeros.
-  """
-  return jax.tree_util.tree_map_with_path(
-      lambda path, x: jnp.zeros_like(x) if is_freq_attn_path(path) else x, params)

@@ -5,11 +5,13 @@ volume, predicting the noise (ε) or ``v`` (``diffusion.prediction``),
 conditioned on the picture (dropped with probability ``diffusion.cond_drop``
 for classifier-free guidance).
 
-* ``ldm_pretrain`` (stage 1): one random frequency per example (F = 1), the
-  frequency index embedded.
-* ``ldm_freq_attn`` (stage 2): the stage-1 network plus frequency attention,
-  all K frequencies of an example at once (F = K); starts from stage 1
-  (``init_from``) and trains only ``freq_attn`` parameters (``trainable``).
+* ``ldm_pretrain`` (stage 1): one random frequency per example (F = 1,
+  ``data.freqs_per_example = 1``), the frequency index embedded.
+* ``ldm_freq_attn`` (stage 2): the stage-1 network plus frequency attention
+  (``model.freq_attention``), all K frequencies of an example at once (F = K,
+  ``data.freqs_per_example = 0``); starts from stage 1 (``init_from``) and
+  trains only the frequency-attention layers (``trainable =
+  "freq_attention"``).
 
 The VAE (``vae_from``) is frozen: its parameters are a constant of the step,
 and its checkpoint fixes the normalization and latent whitening. The run
@@ -30,18 +32,21 @@ from spectral_jax.diffusion import motion
 from spectral_jax.diffusion.training import fixed_noising
 from spectral_jax.inference.loading import load_vae, vae_pin
 from spectral_jax.models import functional
-from spectral_jax.models.build import build_unet
-from spectral_jax.models.unet import is_freq_attn_path, without_freq_attn
+from spectral_jax.models.build import build_unet, motion_config
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.train import data as train_data
-from spectral_jax.train.optimizer import FROZEN, trainable_labels
+from spectral_jax.train.optimizer import TRAINABLE, trainable_labels
 
 
 class LDMTask:
 
   def __init__(self, config, mesh, workdir):
+    # A run saved before `model.freq_attention` and `data.freqs_per_example`
+    # existed (evaluated again, resumed) trains and evaluates as it did.
+    config = motion_config(config)
     self.config, self.mesh = config, mesh
-    self.joint = config.stage == "ldm_freq_attn"
+    # 0: all K frequencies of an example, in order; 1: one random bin.
+    self.all_freqs = config.data.freqs_per_example == 0
     # A resumed run keeps the VAE step it started on.
     pinned_step = None
     if checkpoint.has_checkpoint(workdir):
@@ -77,7 +82,7 @@ class LDMTask:
     spectral = batch["spectral_volume"]  # [B, K, H, W, 4] normalized
     batch_size, num_freqs = spectral.shape[:2]
     freq_rng, t_rng, noise_rng, drop_rng = jax.random.split(rng, 4)
-    if self.joint:
+    if self.all_freqs:
       freq_index = jnp.broadcast_to(jnp.arange(num_freqs, dtype=jnp.int32),
                                     (batch_size, num_freqs))
     else:
@@ -111,14 +116,15 @@ class LDMTask:
       with random draws: its changes between evaluations are the network's.
     * ``heldout_eps_mse_stage1`` (stage 2, when only frequency attention
       trains): the same on the same inputs for the network stage 2 started
-      from, stage 1's, so that whether frequency attention helps is one
-      comparison within one record.
+      from, stage 1's (its frequency-attention layers skipped), so that
+      whether frequency attention helps is one comparison within one
+      record.
     * DDIM samples (all K frequencies jointly, or, for stage 1, all K
       sampled in one call with per-frequency indices) decoded to spectral
       volumes: their error against the ground truth in pixels per
       frequency, and the ground truth's own magnitude for scale.
     """
-    compare = self.joint and self._backbone_frozen(params)
+    compare = self._backbone_frozen(graphdef, params)
     evaluate_batch = self._evaluation_fn(graphdef, compare)
     results = []
     for index, batch in enumerate(train_data.eval_batches(
@@ -189,15 +195,13 @@ class LDMTask:
       result[f"heldout_{self.loss_name}"] = diffusion.prediction_loss(unet(*inputs), target)
       if compare_stage1:
         # The network stage 2 started from (stage 1's, from `init_from`) is
-        # stage 2's with frequency attention zeroed: every other parameter
-        # is frozen, bit for bit (only `freq_attn` trains, checked by the
-        # caller), and a zeroed frequency attention adds exactly 0
-        # (`without_freq_attn`). Unlike keeping stage 1's parameters as a
+        # stage 2's without its frequency-attention layers: every other
+        # parameter is frozen, bit for bit (only frequency attention trains,
+        # checked by the caller). Unlike keeping stage 1's parameters as a
         # constant, this needs no second copy of the U-Net in memory and no
         # access to the stage-1 run, which a resumed stage 2 never reads.
-        stage1 = functional.merge(graphdef, without_freq_attn(params))
         result[f"heldout_{self.loss_name}_stage1"] = diffusion.prediction_loss(
-            stage1(*inputs), target)
+            unet(*inputs, use_freq_attention=False), target)
 
       sampled = motion.sample_spectral(
           unet, vae, constants["latent"], self.schedule, inputs[2],
@@ -213,14 +217,15 @@ class LDMTask:
     self._evaluation_fns[cache_key] = evaluate_batch
     return evaluate_batch
 
-  def _backbone_frozen(self, params) -> bool:
-    """Whether only ``freq_attn`` parameters train (the stage-2 default):
-    then the backbone is still stage 1's and `without_freq_attn` gives stage
-    1's network. A run that fine-tunes the backbone too logs no stage-1
-    value: it would be neither stage 1 nor stage 2."""
-    labels = trainable_labels(params, self.config.trainable)
-    return all(is_freq_attn_path(path) for path, label in
-               jax.tree_util.tree_flatten_with_path(labels)[0] if label != FROZEN)
+  def _backbone_frozen(self, graphdef, params) -> bool:
+    """Whether only frequency-attention parameters train (the stage-2
+    default): then the backbone is still stage 1's, and skipping frequency
+    attention gives stage 1's network. A run that fine-tunes the backbone
+    too logs no stage-1 value (it would be neither stage 1 nor stage 2),
+    and neither does stage 1 itself."""
+    trained = jax.tree.leaves(trainable_labels(params, self.config.trainable, graphdef))
+    attention = jax.tree.leaves(trainable_labels(params, "freq_attention", graphdef))
+    return all(own == TRAINABLE for label, own in zip(trained, attention) if label == TRAINABLE)
 
   def stats(self, graphdef, params, constants):
     del graphdef, params, constants

@@ -1,7 +1,9 @@
 """The optimizer from the config, with frozen parameters.
 
-Parameters whose path (``a/b/kernel``) matches ``config.trainable`` are
-trained; the rest are frozen with ``optax.set_to_zero()`` inside
+``config.trainable`` names the parameters that train: a group of
+`MODULE_GROUPS` (those of a kind of module, found in the model's graph), or
+else a regular expression full-matched on each parameter's path
+(``a/b/kernel``). The rest are frozen with ``optax.set_to_zero()`` inside
 ``optax.multi_transform``, so they carry no optimizer state and their values
 stay bitwise unchanged.
 """
@@ -13,7 +15,14 @@ import re
 import jax
 import optax
 
+from spectral_jax.models import freq_attention, functional
+
 TRAINABLE, FROZEN = "trainable", "frozen"
+
+# ``config.trainable`` values that select by module: name → the parameter
+# paths of those modules in a model. "freq_attention": every frequency
+# attention layer, of whichever variant (stage 2 trains them alone).
+MODULE_GROUPS = {"freq_attention": freq_attention.param_paths}
 
 
 def path_name(path) -> str:
@@ -29,12 +38,25 @@ def path_name(path) -> str:
   return "/".join(parts)
 
 
-def trainable_labels(params, pattern: str):
-  """Pytree like ``params`` of `TRAINABLE` / `FROZEN` by full-match of
-  ``pattern`` on each parameter's path."""
-  regex = re.compile(pattern)
+def trainable_labels(params, trainable: str, graphdef=None):
+  """Pytree like ``params`` (a nested dict, `functional.split_params`) of
+  `TRAINABLE` / `FROZEN`: the parameters of the `MODULE_GROUPS` group
+  ``trainable`` in the model ``graphdef`` and ``params`` make, or those
+  whose path the regex ``trainable`` full-matches."""
+  selected = _selector(params, trainable, graphdef)
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: TRAINABLE if regex.fullmatch(path_name(path)) else FROZEN, params)
+      lambda path, _: TRAINABLE if selected(path_name(path)) else FROZEN, params)
+
+
+def _selector(params, trainable: str, graphdef):
+  """Whether a parameter, by its path name ``a/b/kernel``, trains."""
+  if trainable not in MODULE_GROUPS:
+    return re.compile(trainable).fullmatch
+  if graphdef is None:
+    raise ValueError(f"trainable={trainable!r} selects modules: it needs the model's graphdef")
+  model = functional.merge(graphdef, params)
+  names = {"/".join(map(str, path)) for path in MODULE_GROUPS[trainable](model)}
+  return lambda name: name in names
 
 
 def learning_rate_schedule(config) -> optax.Schedule:
@@ -50,10 +72,12 @@ def learning_rate_schedule(config) -> optax.Schedule:
   return optax.join_schedules([warmup, after], [config.warmup_steps])
 
 
-def make_optimizer(config, params, trainable: str = ".*") -> optax.GradientTransformation:
+def make_optimizer(config, params, trainable: str = ".*",
+                   graphdef=None) -> optax.GradientTransformation:
   """``config``: the ``optimizer`` block (name, learning_rate, b1, b2,
-  weight_decay, grad_clip, warmup_steps, decay, decay_steps); ``trainable``:
-  the path pattern of the parameters it updates."""
+  weight_decay, grad_clip, warmup_steps, decay, decay_steps); ``trainable``
+  (with ``graphdef``, the model's): the parameters it updates, as
+  `trainable_labels` reads it."""
   schedule = learning_rate_schedule(config)
   if config.name == "adam":
     base = optax.adam(schedule, b1=config.b1, b2=config.b2)
@@ -65,9 +89,9 @@ def make_optimizer(config, params, trainable: str = ".*") -> optax.GradientTrans
     raise ValueError(f"unknown optimizer {config.name!r}: 'adam', 'adamw' or 'sgd'")
   if config.grad_clip:
     base = optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
-  labels = trainable_labels(params, trainable)
+  labels = trainable_labels(params, trainable, graphdef)
   if FROZEN not in jax.tree.leaves(labels):
     return base
   if TRAINABLE not in jax.tree.leaves(labels):
-    raise ValueError(f"no parameter path matches trainable={trainable!r}")
+    raise ValueError(f"no parameter matches trainable={trainable!r}")
   return optax.multi_transform({TRAINABLE: base, FROZEN: optax.set_to_zero()}, labels)

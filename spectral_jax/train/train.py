@@ -137,8 +137,8 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
   # Abstract model, optimizer, shardings: shapes only, nothing allocated.
   graphdef, abstract_params = functional.abstract_split(
       lambda: task.make_model(nnx.Rngs(config.seed)))
-  labels = trainable_labels(abstract_params, config.trainable)
-  tx = make_optimizer(config.optimizer, abstract_params, config.trainable)
+  labels = trainable_labels(abstract_params, config.trainable, graphdef)
+  tx = make_optimizer(config.optimizer, abstract_params, config.trainable, graphdef)
   abstract_opt_state = jax.eval_shape(tx.init, abstract_params)
   min_size = config.get("fsdp_min_size")
   constants = task.constants()
