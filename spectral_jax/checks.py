@@ -22,7 +22,7 @@ def number(kind=float, *, low=None, high=None, low_open: bool = False,
 
   Returns:
     The function argparse calls on the option's text (also on a config
-    file's value for it, see `spectral_jax.cli.parse_args`).
+    file's value for it, see `spectral_jax.apps.prepare.data_config`).
   """
   if low is not None and high is not None:
     wanted = (f"in {'(' if low_open else '['}{low:g}, {high:g}"

@@ -89,6 +89,17 @@ def test_console_script_entry_point_runs():
     assert command in result.stdout
 
 
+def test_building_the_parser_never_imports_jax():
+  """The parser imports every command's module for its options: their
+  top-level imports must stay light, the heavy ones in ``run``."""
+  probe = ("import spectral_jax.cli, sys; spectral_jax.cli.build_parser(); "
+           "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+           "('jax', 'flax', 'orbax', 'tensorflow_datasets', 'grain')))")
+  result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+  assert result.stdout.strip() == "[]", result.stdout
+
+
 def _data_config(variant: str = "paper") -> dict:
   return config_base.load_config_file(DATA_CONFIG, variant).to_dict()
 

@@ -1,2 +1,3 @@
-"""The `spectral-jax` commands, one module each; `spectral_jax.cli` parses
-the command line and calls the command's ``run(args)``."""
+"""The `spectral-jax` commands, one module each: its options
+(``add_arguments``) and its work (``run(args)``); `spectral_jax.cli` builds
+the parser from them and calls the command's ``run``."""

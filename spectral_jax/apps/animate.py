@@ -13,16 +13,51 @@ the renderer was trained with; write the video atomically.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 from spectral_jax.apps.common import check_output
+from spectral_jax.apps.options import NON_NEGATIVE, POSITIVE, add_model_arguments
+from spectral_jax.checks import number
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
+HELP = "a video of a picture's natural motion"
+DESCRIPTION = (
+    "Animates a picture (or every picture of a folder): predicts its spectral "
+    "volume, or takes one measured on a video (--motion), and renders the motion.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("image", help="a picture, or a folder of pictures")
+  parser.add_argument("-o", "--output", required=True,
+                      help="video .mp4 or .gif; a folder when IMAGE is a folder")
+  parser.add_argument("--format", choices=["mp4", "gif"], default="mp4",
+                      help="video format when IMAGE is a folder (default %(default)s)")
+  add_model_arguments(parser)
+  parser.add_argument("--fps", type=POSITIVE,
+                      help="frame rate of the video (default: the training clips')")
+  parser.add_argument("--loop", action="store_true",
+                      help="guide sampling so that the video loops seamlessly")
+  parser.add_argument("--magnify", type=POSITIVE, default=1.0,
+                      help="multiply the motion by this (default %(default)s)")
+  parser.add_argument("--slowmo", type=number(low=1), default=1.0,
+                      help="S frames per frame on the same path, exact (default %(default)s)")
+  parser.add_argument("--guidance", type=NON_NEGATIVE,
+                      help="classifier-free guidance scale w (default: the model's, "
+                      "the paper's 1.75)")
+  parser.add_argument("--save-motion", metavar="S.npz",
+                      help="save the spectral volume used (a folder when IMAGE is one)")
+  parser.add_argument("--viz", metavar="DIR", help="pictures of the spectral volume used")
+  parser.add_argument("--mask", metavar="M.png",
+                      help="motion only where this picture (same size as IMAGE) is white")
+  parser.add_argument("--feather", type=NON_NEGATIVE, default=2.0,
+                      help="blur of the mask's edge, model pixels (default %(default)s)")
+
 
 def _check(args) -> None:
-  """Numbers are checked by the parser (`spectral_jax.cli`); this is what
+  """Numbers are checked by the parser (`add_arguments`); this is what
   options say together."""
   if args.motion and args.loop:
     raise ValueError("--loop guides sampling; a --motion file is not sampled")

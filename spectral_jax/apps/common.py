@@ -1,4 +1,5 @@
-"""What several commands share: the clip options and output checks."""
+"""What several commands' ``run`` share: the clip options read as a
+`ClipConfig`, and output checks (the options themselves: `options`)."""
 
 from __future__ import annotations
 

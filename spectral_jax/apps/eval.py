@@ -10,9 +10,43 @@ PNG of the error per frequency, both atomically.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from spectral_jax.apps.common import check_output
+from spectral_jax.apps.options import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT
+
+HELP = "a motion model's errors on the test split of a data set"
+DESCRIPTION = (
+    "Samples a spectral volume for every test picture of a prepared data set "
+    "and compares it with the one measured on its video: end-point error, error per "
+    "frequency, loop-closure error. Writes a JSON report and a plot of the error per "
+    "frequency beside it (REPORT_per_frequency.png).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--checkpoint", metavar="DIR", required=True,
+                      help="the model: a folder of training runs (a motion run; the motion "
+                      "run finds its VAE), or an export")
+  parser.add_argument("--data", metavar="DATA_DIR", required=True,
+                      help="a data set of `spectral-jax prepare` with the model's K, T and size")
+  parser.add_argument("-o", "--output", default="eval_report.json",
+                      help="the JSON report (default %(default)s)")
+  parser.add_argument("--num", type=POSITIVE_INT,
+                      help="evaluate the first N test examples (default: all)")
+  parser.add_argument("--steps", type=POSITIVE_INT, help="DDIM steps (default: the model's)")
+  parser.add_argument("--guidance", type=NON_NEGATIVE,
+                      help="classifier-free guidance scale w (default: the model's)")
+  parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
+                      help="example i is sampled with seed SEED + i (default 0)")
+  parser.add_argument("--loop-frames", type=POSITIVE_INT,
+                      help="N: report the loop-closure error of N-frame videos "
+                      "(default: T/2)")
+  parser.add_argument("--loop", action="store_true",
+                      help="sample with loop self-guidance for N-frame videos")
+  parser.add_argument("--cache-dir", metavar="DIR",
+                      help="JAX compilation cache (default $SPECTRAL_JAX_CACHE_DIR or "
+                      "~/.cache/spectral_jax/jax)")
 
 
 def load_motion_model(checkpoint):

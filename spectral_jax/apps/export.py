@@ -6,7 +6,24 @@ by ``animate --checkpoint OUT_DIR`` like the runs themselves.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+HELP = "trained models as safetensors and one JSON, loadable without Orbax"
+DESCRIPTION = (
+    "Writes the models of a folder of training runs (the motion run, the VAE "
+    "it pins, the renderer run) to OUT_DIR: safetensors weights and model.json, which "
+    "animate and interact take as --checkpoint.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--checkpoint", metavar="DIR", required=True,
+                      help="a folder of training runs (a renderer run and a motion run)")
+  parser.add_argument("-o", "--output", metavar="OUT_DIR", required=True,
+                      help="the export's folder (new, or an earlier export to replace)")
+  parser.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                      help="weights' dtype: float32 exact, float16 half the size "
+                      "(default %(default)s)")
 
 
 def run(args) -> None:

@@ -11,7 +11,37 @@ with that feature network (`spectral_jax.eval.features`):
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+from spectral_jax.apps.options import POSITIVE_INT
+
+HELP = "Fréchet Video Distance between two folders of videos"
+DESCRIPTION = (
+    "Prints {\"fvd\": ...}: the Fréchet distance between the I3D (Kinetics-400) "
+    "logits of the first 16 frames of the real and of the generated videos (at least 2 "
+    "in each folder).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("real_dir", help="a folder of real videos (mp4, ...)")
+  parser.add_argument("fake_dir", help="a folder of generated videos")
+  parser.add_argument("--stride", type=POSITIVE_INT,
+                      help="also the FVD of the 16-frame windows starting every STRIDE frames "
+                      "(sliding-window FVD over time)")
+  parser.add_argument("--features", metavar="NAME",
+                      help="also FID and KID of the frames with this feature network "
+                      "(inception_v3 for FID proper, with --inception-weights; "
+                      "inception_v3_torchvision; vgg16)")
+  parser.add_argument("--inception-weights", metavar="PATH",
+                      help="Inception-v3 weights for --features inception_v3: an .npz "
+                      "converted from pytorch-fid's pt_inception-2015-12-05 state dict (none "
+                      "ship offline; see spectral_jax/eval/inception.py; default "
+                      "$SPECTRAL_JAX_INCEPTION_WEIGHTS)")
+  parser.add_argument("--frame-step", type=POSITIVE_INT, default=1,
+                      help="FID and KID on every N-th frame (default %(default)s)")
+  parser.add_argument("--batch-size", type=POSITIVE_INT, default=8,
+                      help="clips per compiled I3D call (default %(default)s)")
 
 
 def read_video(path: Path):

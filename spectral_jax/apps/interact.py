@@ -18,11 +18,33 @@ and concentrated near it would sharpen, blunt or reorder occlusions).
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 from spectral_jax.apps.animate import VIDEO_SUFFIXES, load_motion_file
 from spectral_jax.apps.common import check_output
+from spectral_jax.apps.options import NON_NEGATIVE, POSITIVE, add_model_arguments
+
+HELP = "a picture's response to pokes"
+DESCRIPTION = (
+    "Pokes a picture: its spectral volume as a modal basis, each mode a "
+    "damped oscillator driven by the pokes.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("image", help="a picture")
+  parser.add_argument("-o", "--output", required=True, help="video .mp4 or .gif")
+  parser.add_argument("--poke", action="append", metavar="X,Y,DX,DY[,T]",
+                      help="push pixel (X, Y) of the picture by (DX, DY) pixels at frame T "
+                      "(default 0); repeat for several pokes")
+  parser.add_argument("--alpha", type=NON_NEGATIVE, default=0.4,
+                      help="Rayleigh damping, mass term (default %(default)s)")
+  parser.add_argument("--beta", type=NON_NEGATIVE, default=0.08,
+                      help="Rayleigh damping, stiffness term (default %(default)s)")
+  parser.add_argument("--strength", type=POSITIVE, default=1.0,
+                      help="scale of every poke's force (default %(default)s)")
+  add_model_arguments(parser)
 
 
 def parse_poke(text: str):

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+
 from spectral_jax.apps.common import check_output, clip_config
+from spectral_jax.apps.options import NON_NEGATIVE_INT, add_clip_arguments
+from spectral_jax.data import defaults
+
+HELP = "spectral volume of one video clip"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("video")
+  parser.add_argument("-o", "--output", required=True, help="output .npz")
+  parser.add_argument("--start", type=NON_NEGATIVE_INT, default=0,
+                      help="first frame (at --fps)")
+  parser.add_argument("--viz", help="folder for pictures of the motion")
+  add_clip_arguments(parser, defaults.prepare_settings())
 
 
 def run(args) -> None:

@@ -4,7 +4,27 @@ oscillating videos with their ground-truth spectral volumes; with
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+from spectral_jax.apps.options import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
+from spectral_jax.data import defaults
+
+HELP = "synthetic oscillating videos with ground truth"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  paper = defaults.prepare_settings()
+  parser.add_argument("-o", "--output", required=True, help="output folder")
+  parser.add_argument("--num", type=POSITIVE_INT, required=True, help="number of videos")
+  parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the first video")
+  parser.add_argument("--frames", type=POSITIVE_INT, default=paper["frames"])
+  parser.add_argument("--fps", type=POSITIVE, default=paper["fps"])
+  parser.add_argument("--size", default=paper["size"], help="WIDTHxHEIGHT")
+  parser.add_argument("--K", type=POSITIVE_INT, default=paper["K"])
+  parser.add_argument("--from-photos", metavar="DIR",
+                      help="sway the vegetation of the photos in DIR (one per video, in turn) "
+                      "instead of painting plants over a stock photo")
 
 
 def run(args) -> None:
