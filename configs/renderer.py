@@ -16,12 +16,26 @@ The ``hires`` variant fine-tunes a ``paper`` run at 512x288
 
 import ml_collections
 
-from spectral_jax.config_base import base_config
+from spectral_jax.config_base import base_config, demo
+
+
+# The default model's renderer (`demo`): tiny's, at 256x160, the size its
+# motion model's 128x80 prediction is upsampled to (`animate`). L1 alone: VGG
+# at 256x160 would be most of a CPU step, and the gated synthesis learns to
+# fill holes from L1 (docs/DESIGN.md §2). Trained on L1 alone, a linearly
+# gated paint buys PSNR with texture in stretched pixels (coverage 0.5-0.99,
+# 5% of a held-out frame) that LPIPS sees; gated by clip(1 - 2c, 0, 1) it
+# paints holes and the fringes of holes only (docs/DESIGN.md §2 measures the
+# gates).
+DEMO = {"data.width": 256, "data.height": 160, "loss.perceptual_weight": 0.0,
+        "model.fill_coverage": 0.5, "batch_size": 4, "num_steps": 500}
 
 
 def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
+  if variant == "demo":
+    return demo(get_config("tiny"), DEMO)
   config = base_config("renderer", variant)
-  tiny = variant in ("tiny", "demo")  # The demo has tiny's widths.
+  tiny = variant == "tiny"
   config.model = ml_collections.ConfigDict({
       "channels": (16, 32, 64, 64) if tiny else (64, 128, 256, 512),
       "depths": (1, 1, 1, 1) if tiny else (3, 4, 6, 3),
@@ -46,21 +60,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   # fixes its own number).
   config.data.synthetic.num_render_frames = 4
   config.batch_size = 8 if tiny else 32
-  config.num_steps = {"tiny": 1000, "demo": 500, "paper": 300_000, "hires": 50_000}[variant]
-  config.optimizer.learning_rate = {"tiny": 1e-3, "demo": 1e-3, "paper": 1e-4,
-                                    "hires": 2e-5}[variant]
-  if variant == "demo":
-    # The demo renders at 256x160 what its motion model predicts at 128x80
-    # (`animate` upsamples the motion). L1 alone: VGG at 256x160 would be
-    # most of a CPU step, and the gated synthesis learns to fill holes from
-    # L1 (docs/DESIGN.md §2).
-    config.data.width, config.data.height = 256, 160
-    config.loss.perceptual_weight = 0.0
-    # Trained on L1 alone, a linearly gated paint buys PSNR with texture
-    # in stretched pixels (coverage 0.5-0.99, 5% of a held-out frame) that
-    # LPIPS sees. Gated by clip(1 - 2c, 0, 1) it paints holes and the
-    # fringes of holes only (docs/DESIGN.md §2 measures the gates).
-    config.model.fill_coverage = 0.5
-    config.batch_size = 4
+  config.num_steps = {"tiny": 1000, "paper": 300_000, "hires": 50_000}[variant]
+  config.optimizer.learning_rate = {"tiny": 1e-3, "paper": 1e-4, "hires": 2e-5}[variant]
   config.eval.num_batches = 2 if tiny else 4
   return config

@@ -7,9 +7,10 @@ data and run lengths:
 
   tiny   trains on a laptop CPU in minutes, on synthetic scenes made on the fly
          (64x48 pixels, T=32 frames, K=8), needing no prepared data set;
-  demo   sized for a default model trained on a 2-core CPU in under 90 minutes
-         (`tools/train_demo.sh`): motion at 128x80 (T=150, K=16, upsampled
-         to the renderer's 256x160 by `animate`), on photo scenes
+  demo   tiny's config with the values of `demo` and of each stage's
+         ``DEMO``: the default model, trained on a 2-core CPU in under 90
+         minutes (`tools/train_demo.sh`): motion at 128x80 (T=150, K=16,
+         upsampled to the renderer's 256x160 by `animate`), on photo scenes
          (``--config.data.synthetic.photos=DIR``);
   paper  256x160, K=16, a data set from `spectral-jax prepare`;
   hires  512x288 fine-tuning from a `paper` run (``--config.init_from=DIR``).
@@ -18,6 +19,7 @@ data and run lengths:
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 from pathlib import Path
 
@@ -29,19 +31,42 @@ from spectral_jax.data import defaults
 VARIANTS = ("tiny", "demo", "paper", "hires")
 
 
+def demo(tiny: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
+  """The ``demo`` variant of a stage: its ``tiny`` config with the demo's
+  clips and checkpoint interval, then the stage's own ``changes`` (dotted
+  field names → values); every field must exist already."""
+  clip = defaults.clip("demo")
+  common = {"checkpoint_every": 100, "data.width": clip["width"],
+            "data.height": clip["height"], "data.num_freqs": clip["num_freqs"],
+            "data.synthetic.num_frames": clip["num_frames"]}
+  config = copy.deepcopy(tiny)
+  config.variant = "demo"
+  for name, value in {**common, **changes}.items():
+    *parents, field = name.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    if field not in node:
+      raise KeyError(f"demo changes {name}, which tiny's {config.stage} config lacks")
+    node[field] = value
+  return config
+
+
 def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
+  if variant == "demo":
+    return demo(base_config(stage, "tiny"), {})
   config = ml_collections.ConfigDict()
   config.stage = stage
   config.variant = variant
   config.seed = 0
   config.num_steps = 1000
   config.batch_size = 8
-  small = variant in ("tiny", "demo")  # Trained on a CPU.
+  small = variant == "tiny"  # Trained on a CPU.
   config.log_every = 25 if small else 100
   config.eval_every = 250 if small else 5000
-  config.checkpoint_every = {"tiny": 250, "demo": 100}.get(variant, 5000)
+  config.checkpoint_every = 250 if small else 5000
   config.keep_checkpoints = 3
   # Multi-process runs (`spectral_jax.distributed`, launch/): on when
   # `enabled` or when launch/local.sh's environment names the processes.
