@@ -69,7 +69,7 @@ def _lpips_function(vgg):
   import jax
   from flax import nnx
 
-  from spectral_jax.diffusion.motion import image_to_unit
+  from spectral_jax.diffusion.latents import image_to_unit
   from spectral_jax.render import metrics
 
   graphdef, state = nnx.split(vgg)
@@ -158,7 +158,7 @@ def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> No
   from flax import nnx
 
   from spectral_jax.data import photo_scenes
-  from spectral_jax.diffusion.motion import image_to_unit
+  from spectral_jax.diffusion.latents import image_to_unit
   from spectral_jax.render import metrics
   from spectral_jax.render.frames import to_uint8
   from spectral_jax.render.splat import softmax_splat

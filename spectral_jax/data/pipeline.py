@@ -146,10 +146,6 @@ class ShardedBatches:
     self._position = 0  # Global batches yielded since the first epoch began.
     self._iterator = None
 
-  @property
-  def batches_per_epoch(self) -> int:
-    return self._batches_per_epoch
-
   def get_state(self) -> dict:
     """The position of the next batch; JSON-serializable."""
     epoch, batch = divmod(self._position, self._batches_per_epoch)

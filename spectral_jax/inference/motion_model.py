@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from spectral_jax import diffusion
-from spectral_jax.diffusion import motion
+from spectral_jax.diffusion import latents
 from spectral_jax.inference.loop import loop_closure_loss
 from spectral_jax.models import functional
 from spectral_jax.motion.normalize import NormalizationStats
@@ -80,7 +80,7 @@ class MotionModel:
   def sample(self, image, rng, options: SamplingOptions) -> jax.Array:
     """Normalized spectral volumes ``[B, K, H, W, 4]`` for pictures ``image``
     ``[B, H, W, 3]`` in [-1, 1]. Not jitted: jit the caller."""
-    return motion.sample_spectral(
+    return latents.sample_spectral(
         self.unet, self.vae, self.latent_stats, self.schedule, image, rng,
         num_freqs=self.num_freqs, num_steps=options.num_steps, **self._ddim_options(options))
 
@@ -116,19 +116,19 @@ class MotionModel:
     def advance(unet_params, vae_params, latent_stats, image, z, plan):
       unet = functional.merge(unet_graph, unet_params)
       vae = functional.merge(vae_graph, vae_params)
-      eps_fn = motion.conditional_eps(unet, image, self.num_freqs)
+      eps_fn = latents.conditional_eps(unet, image, self.num_freqs)
       loss = ddim["guidance_loss"]
       if loss is not None:
-        loss = motion.on_latents(loss, vae, latent_stats)
+        loss = latents.on_latents(loss, vae, latent_stats)
       return diffusion.ddim_steps(eps_fn, self.schedule, z, plan,
                                   **{**ddim, "guidance_loss": loss}, unroll=guided)
 
     @jax.jit
     def finish(vae_params, latent_stats, z):
-      return motion.decode(functional.merge(vae_graph, vae_params), latent_stats, z)
+      return latents.decode(functional.merge(vae_graph, vae_params), latent_stats, z)
 
     def run(image, rng, progress: bool = False):
-      unit = motion.image_to_unit(jnp.asarray(image))
+      unit = latents.image_to_unit(jnp.asarray(image))
       batch, height, width = unit.shape[:3]
       shape = (batch, self.num_freqs, height // factor, width // factor, channels)
       z, plan = start(shape, rng)

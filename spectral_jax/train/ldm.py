@@ -28,7 +28,7 @@ import numpy as np
 from spectral_jax import checkpoint, diffusion
 from spectral_jax.data import sources
 from spectral_jax.data.pipeline import normalized_spectral
-from spectral_jax.diffusion import motion
+from spectral_jax.diffusion import latents
 from spectral_jax.diffusion.training import fixed_noising
 from spectral_jax.inference.loading import load_vae, vae_pin
 from spectral_jax.models import functional
@@ -89,12 +89,12 @@ class LDMTask:
       freq_index = jax.random.randint(freq_rng, (batch_size, 1), 0, num_freqs)
       spectral = jnp.take_along_axis(spectral, freq_index[:, :, None, None, None], axis=1)
     z0 = jax.lax.stop_gradient(
-        motion.encode(self._vae(constants), constants["latent"], spectral))
+        latents.encode(self._vae(constants), constants["latent"], spectral))
     t = diffusion.sample_timesteps(t_rng, batch_size, self.schedule.num_steps)
     noise = jax.random.normal(noise_rng, z0.shape, z0.dtype)
     z_t = diffusion.add_noise(self.schedule, z0, noise, t)
     cond_mask = jax.random.uniform(drop_rng, (batch_size,)) >= self.config.diffusion.cond_drop
-    output = model(z_t, t, motion.image_to_unit(batch["image"]), freq_index, cond_mask)
+    output = model(z_t, t, latents.image_to_unit(batch["image"]), freq_index, cond_mask)
     loss = diffusion.prediction_loss(
         output, diffusion.regression_target(self.schedule, z0, noise, t, self.prediction))
     return loss, {self.loss_name: loss}
@@ -156,7 +156,7 @@ class LDMTask:
     """
     spectral = batch["spectral_volume"]
     batch_size, num_freqs = spectral.shape[:2]
-    z0 = motion.encode(self._vae(constants), constants["latent"], spectral)
+    z0 = latents.encode(self._vae(constants), constants["latent"], spectral)
     t, noise = fixed_noising(keys, z0.shape[1:], self.schedule.num_steps)
     z_t = diffusion.add_noise(self.schedule, z0, noise, t)
     target = diffusion.regression_target(self.schedule, z0, noise, t, self.prediction)
@@ -165,7 +165,7 @@ class LDMTask:
     # Conditional only: the dropped condition is there for guidance, and the
     # conditional prediction is the one sampling relies on.
     cond_mask = jnp.ones((batch_size,), bool)
-    return (z_t, t, motion.image_to_unit(batch["image"]), freq_index, cond_mask), target
+    return (z_t, t, latents.image_to_unit(batch["image"]), freq_index, cond_mask), target
 
   def _evaluation_fn(self, graphdef, compare_stage1: bool):
     """``f(params, constants, batch, index) -> {name: array}``, jitted once
@@ -203,7 +203,7 @@ class LDMTask:
         result[f"heldout_{self.loss_name}_stage1"] = diffusion.prediction_loss(
             unet(*inputs, use_freq_attention=False), target)
 
-      sampled = motion.sample_spectral(
+      sampled = latents.sample_spectral(
           unet, vae, constants["latent"], self.schedule, inputs[2],
           jax.random.fold_in(sample_key, index), num_freqs=self.config.data.num_freqs,
           num_steps=evaluation.ddim_steps, guidance_scale=evaluation.guidance_scale,

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spectral_jax.data import sources
-from spectral_jax.diffusion.motion import image_to_unit
+from spectral_jax.diffusion.latents import image_to_unit
 from spectral_jax.models import functional
 from spectral_jax.models.build import build_renderer
 from spectral_jax.models.vgg16 import load_vgg16

@@ -1,4 +1,4 @@
-"""From a picture to a spectral volume: the VAE, the U-Net and DDIM together.
+"""Latent diffusion of spectral volumes: the VAE, the U-Net and DDIM together.
 
 Latents of the spectral VAE are whitened per channel with the statistics
 saved in the VAE's checkpoint (mean and std of its posterior means), so the
