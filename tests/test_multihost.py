@@ -1,13 +1,14 @@
 """Multi-process training on one machine: ``launch/local.sh`` starts JAX
 processes that talk over loopback, each with its own fake CPU devices.
 
-The slow tests train the micro VAE of `test_preemption` (Adam, a non-zero
-learning rate from step 1) through the command line: 2 processes x 4
-devices log the losses of 1 process x 8, a checkpoint moves between the
-two topologies, and a killed process stops its peer within a bound. The
-launcher's own behaviour (arguments, ranks, a failed process, signals)
-and the distributed settings are checked by default, in well under a
-second each.
+The tests that train run the micro VAE of `test_preemption` (Adam, a
+non-zero learning rate from step 1) through the command line. By default,
+the smallest: 2 processes x 1 device train 2 steps as 1 process does. The
+slow ones: 2 processes x 4 devices log the losses of 1 process x 8, a
+checkpoint moves between the two topologies, and a killed process stops its
+peer within a bound. The launcher's own behaviour (arguments, ranks, a
+failed process, signals) and the distributed settings are checked by
+default, in well under a second each.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ LOCAL_SH = Path(__file__).resolve().parent.parent / "launch" / "local.sh"
 NUM_STEPS = 4
 # Every step logged; checkpoints at `SAVED_STEP` (2) and 4.
 RUN = {**OVERRIDES, "num_steps": NUM_STEPS, "log_every": 1, "checkpoint_every": SAVED_STEP}
+# The default test's run: 2 steps, each saved.
+SMALL_RUN = {"num_steps": 2, "checkpoint_every": 1}
 # The killed process's peer must be gone this long after the kill: a
 # heartbeat timeout of `HEARTBEAT_S` and time to notice and abort (10 s
 # in all here).
@@ -173,17 +176,17 @@ def _environment(devices: int | None, cache: Path | None = None, **variables) ->
                         f" --xla_force_host_platform_device_count={devices}").strip()
   env["JAX_PLATFORMS"] = "cpu"
   if cache:
-    env.update({"JAX_COMPILATION_CACHE_DIR": str(cache),
-                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+    env.update(train_configs.cache_environment(cache))
   return {**env, **variables}
 
 
-def _train(workdir: Path, processes: int, devices: int, cache: Path) -> str:
+def _train(workdir: Path, processes: int, devices: int, cache: Path | None,
+           **overrides) -> str:
   """The micro VAE run in ``workdir`` (started or resumed) on ``processes``
-  x ``devices``: one process as a user starts it, several through
-  ``launch/local.sh``. Returns its stderr."""
-  command = _command(workdir)
+  x ``devices``, with `RUN`'s settings but ``overrides``: one process as a
+  user starts it, several through ``launch/local.sh``. Returns its
+  stderr."""
+  command = _command(workdir, **overrides)
   if processes > 1:
     command = ["bash", str(LOCAL_SH), "--processes", str(processes),
                "--devices-per-process", str(devices), "--", *command]
@@ -222,38 +225,70 @@ def _logged(workdir: Path, name: str) -> dict:
   return {r["step"]: r[name] for r in metrics.read_metrics(workdir)}
 
 
-@pytest.mark.slow
-def test_two_processes_train_as_one_process_with_eight_devices(straight_runs):
-  """Same global batches, same steps: the losses, gradient and parameter
-  norms agree to float32 rounding (the sums are split another way; 1.1e-7
-  relative here), and the parameters moved."""
-  (one, _), (two, stderr) = straight_runs["1x8"], straight_runs["2x4"]
+def _check_same_training(one: Path, two: Path, num_steps: int, before: dict) -> None:
+  """Runs ``one`` and ``two`` trained on the same global batches: each of
+  the ``num_steps`` steps logged once, with the same losses, gradient and
+  parameter norms to float32 rounding (the sums are split another way), at
+  a non-zero learning rate; and parameters that moved from ``before`` to
+  ``two``'s last.
+
+  The parameters themselves are not compared one by one: a gradient that
+  is 0 but for rounding (a bias before a GroupNorm) gets an Adam step of up
+  to the learning rate whose sign is the rounding's
+  (`train_configs.use_sgd`); their norm agrees."""
   for name in ("loss", "grad_norm", "param_norm"):
     expected, logged = _logged(one, name), _logged(two, name)
-    assert list(logged) == list(range(1, NUM_STEPS + 1)), name  # Each step logged once.
+    assert list(logged) == list(range(1, num_steps + 1)), name
     np.testing.assert_allclose(list(logged.values()), list(expected.values()), rtol=1e-5,
                                err_msg=name)
   assert all(rate > 0 for rate in _logged(two, "learning_rate").values())
-  # The parameters themselves are not compared one by one: a gradient that
-  # is 0 but for rounding (a bias before a GroupNorm) gets an Adam step of
-  # up to the learning rate whose sign is the rounding's
-  # (`train_configs.use_sgd`); their norm above agrees.
-  initial, final = _initial_params(), _final_params(two)
-  assert set(final) == set(initial)
-  moved = {name for name in initial if not np.array_equal(initial[name], final[name])}
-  assert len(moved) > 0.9 * len(initial), sorted(set(initial) - moved)
-  # Process 0 alone describes the run (and writes metrics and windows).
+  after = _final_params(two)
+  moved = train_configs.moved(before, after)
+  assert len(moved) > 0.9 * len(after), sorted(set(after) - moved)
+
+
+def _check_process_0_describes(stderr: str, devices: int) -> None:
+  """The launcher's output: process 0 alone described the run (and writes
+  metrics and windows), which spans ``devices`` devices."""
   described = [line for line in stderr.splitlines() if "starting at step 0" in line]
   assert len(described) == 1 and described[0].startswith("[0] "), described
+  assert f"on {devices} cpu device(s)" in described[0], described
+
+
+def test_two_processes_of_one_device_train_as_one_process(tmp_path, tmp_path_factory):
+  """The smallest multi-process run: 2 processes x 1 device, each reading
+  its half of every global batch, train `SMALL_RUN`'s 2 steps as 1 process
+  with 1 device does (both pinned to the CPU). The run spans 2 devices, one
+  per process: both joined it; and the losses show that each fed its own
+  half of the batch."""
+  one, two = tmp_path / "one", tmp_path / "two"
+  cache = train_configs.session_cache(tmp_path_factory)
+  stderr = _train(two, 2, 1, cache, **SMALL_RUN)
+  _check_process_0_describes(stderr, devices=2)
+  _train(one, 1, 1, cache, **SMALL_RUN)
+  # Moved by step 2, from step 1's checkpoint (the initial parameters would
+  # cost a compilation more).
+  _check_same_training(one, two, SMALL_RUN["num_steps"], _final_params(two, 1))
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_process_with_eight_devices(straight_runs):
+  """Same global batches, same steps: the losses, gradient and parameter
+  norms agree to float32 rounding (1.1e-7 relative here), and the
+  parameters moved."""
+  (one, _), (two, stderr) = straight_runs["1x8"], straight_runs["2x4"]
+  _check_same_training(one, two, NUM_STEPS, _initial_params())
+  _check_process_0_describes(stderr, devices=8)
   assert json.loads((two / "log_window.json").read_text())["step"] == NUM_STEPS
 
 
-def _final_params(workdir: Path) -> dict:
-  """The run's last parameters as an app loads them, onto this process's
-  one device (whatever topology saved them)."""
+def _final_params(workdir: Path, step: int | None = None) -> dict:
+  """The run's last parameters (or those of checkpoint ``step``) as an app
+  loads them, onto this process's one device (whatever topology saved
+  them)."""
   from spectral_jax.models import functional
   from spectral_jax.models.build import build_vae
-  model, *_ = checkpoint.load_model(workdir, build_vae, ("vae",))
+  model, *_ = checkpoint.load_model(workdir, build_vae, ("vae",), step=step)
   return train_configs.flat_params(functional.split_params(model)[1])
 
 

@@ -1,6 +1,9 @@
-"""Preemption through the command line: SIGTERM makes ``python -m
-spectral_jax.train`` save the step it is at and exit 0; the same command
-again resumes, and logs the losses an uninterrupted run logs."""
+"""Stopped runs through the command line, resumed by the same command,
+which then logs the losses an uninterrupted run logs: SIGTERM (a
+preemption notice) makes ``python -m spectral_jax.train`` save the step it
+is at and exit 0; a checkpoint save that meets a full disk (a real one, a
+small tmpfs) ends the run with one line saying to free space and run again.
+"""
 
 from __future__ import annotations
 
@@ -40,19 +43,26 @@ OVERRIDES = {
 CONFIG = f"{train_configs.CONFIGS / 'vae.py'}:tiny"
 # Every wait is bounded by this (the runs take about 20 s each here).
 TIMEOUT_S = 300
+# The full-disk run: `OVERRIDES`, saving at steps 4, 8 and 12.
+DISK_RUN = {"checkpoint_every": LOG_EVERY}
 
 
-def _command(workdir: Path) -> list[str]:
+def _command(workdir: Path, **overrides) -> list[str]:
   return ([sys.executable, "-m", "spectral_jax.train", f"--config={CONFIG}",
            f"--workdir={workdir}", "--no_progress"]
-          + [f"--config.{key}={value}" for key, value in OVERRIDES.items()])
+          + [f"--config.{key}={value}" for key, value in {**OVERRIDES, **overrides}.items()])
 
 
-def _start(workdir: Path, log: Path) -> subprocess.Popen:
+def _start(workdir: Path, log: Path, cache: Path | None = None,
+           **overrides) -> subprocess.Popen:
+  """`_command` started, pinned to the CPU, its stderr to ``log``; with a
+  JAX compilation cache in ``cache``, if given."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  if cache:
+    env.update(train_configs.cache_environment(cache))
   with log.open("w") as stderr:
-    return subprocess.Popen(_command(workdir), env=env, stdout=subprocess.DEVNULL,
-                            stderr=stderr)
+    return subprocess.Popen(_command(workdir, **overrides), env=env,
+                            stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def _catches_sigterm(pid: int) -> bool:
@@ -145,3 +155,98 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes_with_the_same_losses
   # The resumed steps trained too.
   assert any(not np.array_equal(at_step[name], final[name]) for name in final)
 
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 16 MiB tmpfs mounted on ``tmp_path / "disk"``, unmounted after the
+  test: a disk the test can fill."""
+  if os.geteuid() != 0:
+    pytest.skip("a real full disk needs root to mount a tmpfs")
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
+                        capture_output=True, text=True, check=False)
+  if done.returncode:
+    pytest.skip(f"a real full disk needs root to mount a tmpfs: {done.stderr.strip()}")
+  try:
+    yield disk
+  finally:
+    if subprocess.run(["umount", str(disk)], check=False).returncode:
+      subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def _space(files, disk: Path) -> int:
+  """Bytes that ``files`` would take on ``disk`` (a tmpfs holds each file in
+  whole blocks)."""
+  block = os.statvfs(disk).f_frsize
+  return sum(-(-f.stat().st_size // block) * block for f in files if f.is_file())
+
+
+def _fill(disk: Path, keep: int) -> Path:
+  """A file that leaves ``keep`` bytes of ``disk`` free; returns it."""
+  stats = os.statvfs(disk)
+  size = stats.f_bavail * stats.f_frsize - keep
+  assert size > 0, "the disk is too small"
+  filler = disk / "filler"
+  with filler.open("wb") as f:
+    os.posix_fallocate(f.fileno(), 0, size)
+  return filler
+
+
+def test_a_full_disk_ends_the_run_in_one_line_and_the_same_command_resumes(
+    tmp_path, tmp_path_factory, small_disk):
+  """A run on a disk with room for its first checkpoint (step 4) and half
+  the next: the save of step 8 fails for lack of space (in Orbax's writer
+  threads; the error reaches the run at its next save or its end). The run
+  exits 1 with the one-line message; checkpoint 4 is the last and holds
+  the straight run's parameters bit for bit. Once the space is free again,
+  the same command resumes from step 4 and logs the straight run's losses."""
+  # The three runs compile the same programs (as `test_multihost`'s
+  # 1-process run does).
+  cache = train_configs.session_cache(tmp_path_factory)
+  straight = tmp_path / "straight"
+  err = _finish(_start(straight, tmp_path / "straight.log", cache, **DISK_RUN),
+                tmp_path / "straight.log")
+  assert checkpoint.manager(straight, read_only=True).all_steps() == [4, 8, 12], err[-3000:]
+
+  # Room for every file the run has written once it saved step 4 (those of
+  # the straight run then), and for half of the next checkpoint.
+  steps = straight / checkpoint.CHECKPOINT_DIR
+  first = [f for f in straight.rglob("*")
+           if not f.is_relative_to(steps / "8") and not f.is_relative_to(steps / "12")]
+  filler = _fill(small_disk,
+                 _space(first, small_disk) + _space((steps / "4").rglob("*"), small_disk) // 2)
+  workdir = small_disk / "run"
+  log = tmp_path / "full.log"
+  full = _start(workdir, log, cache, **DISK_RUN)
+  err = _finish(full, log)
+  assert full.returncode == 1, err[-3000:]
+  assert err.splitlines()[-1] == (
+      f"error: {workdir}: no space left on the device; free some and run the same command "
+      "again: it resumes from the last finished checkpoint"), err[-3000:]
+  # The last finished checkpoint is intact: step 4, as the straight run saved it.
+  assert checkpoint.manager(workdir, read_only=True).all_steps() == [4]
+  at_step_4 = train_configs.saved_params(workdir, 4)
+  for name, value in train_configs.saved_params(straight, 4).items():
+    np.testing.assert_array_equal(at_step_4[name], value, err_msg=name)
+
+  filler.unlink()
+  log = tmp_path / "resumed.log"
+  resumed = _start(workdir, log, cache, **DISK_RUN)
+  err = _finish(resumed, log)
+  assert resumed.returncode == 0, err[-3000:]
+  assert "resuming at step 4 of 12" in err, err[-3000:]
+  assert checkpoint.manager(workdir, read_only=True).all_steps() == [4, 8, 12]
+  logged, expected = metrics.read_metrics(workdir), metrics.read_metrics(straight)
+  assert [r["step"] for r in logged] == [r["step"] for r in expected] == [4, 8, 12]
+  for name in ("loss", "grad_norm", "param_norm", "learning_rate"):
+    np.testing.assert_allclose([r[name] for r in logged], [r[name] for r in expected],
+                               rtol=_resumed_rtol(), err_msg=name)
+  assert all(r["learning_rate"] > 0 for r in logged)
+  final = train_configs.saved_params(workdir)
+  for name, value in train_configs.saved_params(straight).items():
+    np.testing.assert_allclose(final[name], value, rtol=_resumed_rtol(), atol=1e-7,
+                               err_msg=name)
+  # The resumed steps trained.
+  moved = train_configs.moved(at_step_4, final)
+  assert len(moved) > 0.9 * len(final), sorted(set(final) - moved)

@@ -1,6 +1,7 @@
-"""The training loop: every stage end to end, 8 devices = 1 device, resume,
-frozen stage-1 parameters, divergence; the LDM's held-out ε-MSE and the
-VAE's latent whitening statistics."""
+"""The training loop: every stage end to end, 8 devices = 1 device, resume
+(every stage), frozen stage-1 parameters, divergence; the LDM's held-out
+ε-MSE and the VAE's latent whitening statistics; a v-prediction run on a
+zero-terminal-SNR schedule, trained, loaded and sampled."""
 
 from __future__ import annotations
 
@@ -29,6 +30,57 @@ def one_device_runs(tmp_path_factory):
   learning rate)}."""
   out = tmp_path_factory.mktemp("one_device")
   return out, train_configs.train_every_stage(out)
+
+
+@pytest.fixture(scope="module")
+def stage_compile_cache(tmp_path_factory) -> Path:
+  """The compilation cache of `_straight_and_resumed`'s runs."""
+  return tmp_path_factory.mktemp("compile_cache")
+
+
+def _two_step_config(stage: str, runs: Path):
+  """The micro ``stage`` (Adam from a non-zero learning rate) for 2 steps,
+  each logged and checkpointed, not evaluated; an LDM stage on the VAE of
+  ``runs`` (`one_device_runs`), stage 2 from its stage 1."""
+  config = train_configs.load_config(stage)
+  config.num_steps, config.eval_every = 2, 0
+  assert config.log_every == config.checkpoint_every == 1
+  if stage.startswith("ldm"):
+    config.vae_from = str(runs / "vae")
+  if stage == "ldm_freq_attn":
+    config.init_from = str(runs / "ldm_pretrain")
+  if stage == "renderer":
+    config.loss.perceptual_weight = 0.0  # VGG would be most of the test's time.
+  return config
+
+
+def _straight_and_resumed(config, out: Path, cache: Path) -> dict:
+  """``config`` trained straight through in ``out / "straight"``, and
+  resumed in ``out / "resumed"``, a copy of it as it was at step 1 (as if
+  stopped after saving step 1). The resumed run loads the programs the
+  straight run compiled (`train_configs.compile_cache`): compiled alike,
+  the two agree to the bit on a CPU. Returns the workdirs and the records
+  each run logged."""
+  with train_configs.compile_cache(cache):
+    straight = train.run(config, out / "straight", progress=False)
+    train_configs.fork(out / "straight", out / "resumed", 1)
+    resumed = train.run(config, out / "resumed", progress=False)
+  return {"straight": out / "straight", "resumed": out / "resumed",
+          "straight_records": straight, "resumed_records": resumed}
+
+
+@pytest.fixture(scope="module")
+def v_prediction_runs(one_device_runs, tmp_path_factory, stage_compile_cache) -> dict:
+  """Stage 1 predicting v on a zero-terminal-SNR schedule (the `demo`
+  setting), 2 steps evaluated at the last (`_straight_and_resumed`). It is
+  also the stage-1 run of the resume test."""
+  out, _ = one_device_runs
+  config = _two_step_config("ldm_pretrain", out)
+  config.diffusion.prediction = "v"
+  config.diffusion.schedule.zero_terminal_snr = True
+  config.eval_every = 2
+  return _straight_and_resumed(config, tmp_path_factory.mktemp("v_prediction"),
+                               stage_compile_cache)
 
 
 def test_every_stage_writes_metrics_and_checkpoints(one_device_runs):
@@ -217,6 +269,56 @@ def _resumed_rtol() -> float:
   return 1e-6 if exact else 1e-3
 
 
+@pytest.mark.parametrize("stage", ["ldm_pretrain", "ldm_freq_attn", "renderer"])
+def test_a_stage_stopped_after_a_checkpoint_resumes_with_the_same_losses(
+    stage, one_device_runs, request, tmp_path, stage_compile_cache):
+  """The LDM stages and the renderer (the VAE: `test_preemption`), stopped
+  after saving step 1 and resumed: step 2 has the straight run's loss,
+  parameters and statistics (and evaluation, where there is one); step 2
+  trained, at a non-zero learning rate. Stage 1 is the v-prediction run
+  (`v_prediction_runs`); stage 2 (frequency attention alone trains) starts
+  from `one_device_runs`' ε stage 1."""
+  if stage == "ldm_pretrain":
+    runs = request.getfixturevalue("v_prediction_runs")
+  else:
+    runs = _straight_and_resumed(_two_step_config(stage, one_device_runs[0]), tmp_path,
+                                 stage_compile_cache)
+  straight, resumed = runs["straight"], runs["resumed"]
+  losses = {name: [r for r in runs[f"{name}_records"] if "loss" in r]
+            for name in ("straight", "resumed")}
+  assert [r["step"] for r in losses["straight"]] == [1, 2], stage
+  assert [r["step"] for r in losses["resumed"]] == [2], stage
+  assert all(r["learning_rate"] > 0 for r in losses["straight"] + losses["resumed"])
+  for name in ("loss", "grad_norm", "param_norm"):
+    np.testing.assert_allclose(losses["resumed"][0][name], losses["straight"][1][name],
+                               rtol=_resumed_rtol(), err_msg=name)
+  evaluations = {name: [r for r in runs[f"{name}_records"] if "loss" not in r]
+                 for name in ("straight", "resumed")}
+  evaluated = 1 if stage == "ldm_pretrain" else 0  # At step 2.
+  assert len(evaluations["straight"]) == len(evaluations["resumed"]) == evaluated
+  for expected, logged in zip(evaluations["straight"], evaluations["resumed"]):
+    assert logged.keys() == expected.keys()
+    np.testing.assert_allclose([logged[k] for k in expected], list(expected.values()),
+                               rtol=_resumed_rtol())
+  assert [r["step"] for r in metrics.read_metrics(resumed)] == (
+      [r["step"] for r in metrics.read_metrics(straight)])
+  assert checkpoint.read_config(resumed)[1:] == checkpoint.read_config(straight)[1:]
+
+  final, expected = train_configs.saved_params(resumed), train_configs.saved_params(straight)
+  for name, value in expected.items():
+    np.testing.assert_allclose(final[name], value, rtol=_resumed_rtol(), atol=1e-7,
+                               err_msg=name)
+  # Step 2, trained by the resumed run, moved the parameters of step 1: in
+  # stage 2 frequency attention alone; elsewhere most arrays (not yet those
+  # of residual branches behind zero-initialised layers: 72 of the
+  # renderer's 88 arrays move).
+  moved = train_configs.moved(train_configs.saved_params(resumed, 1), final)
+  if stage == "ldm_freq_attn":
+    assert moved and all("freq_attn" in name for name in moved), sorted(moved)
+  else:
+    assert len(moved) > 0.75 * len(final), (stage, sorted(set(final) - moved))
+
+
 @pytest.mark.slow
 def test_resume_gives_the_same_losses(tmp_path):
   config = train_configs.load_config("vae")
@@ -320,25 +422,21 @@ def test_command_line(tmp_path):
 
 
 def test_v_prediction_at_zero_terminal_snr_trains_and_stage2_must_match(one_device_runs,
+                                                                        v_prediction_runs,
                                                                         tmp_path):
   """Stage 1 predicting v on a zero-terminal-SNR schedule (the `demo`
   setting) trains and logs its loss and held-out error under v's name; a
   stage 2 that would start from it with the ε setting is refused before
   any step."""
   out, _ = one_device_runs
-  config = train_configs.load_config("ldm_pretrain")
-  config.vae_from = str(out / "vae")
-  config.num_steps = 1
-  config.diffusion.prediction = "v"
-  config.diffusion.schedule.zero_terminal_snr = True
-  train.run(config, tmp_path / "ldm1", progress=False)
-  first, evaluation = metrics.read_metrics(tmp_path / "ldm1")[0], _last_eval(tmp_path / "ldm1")
+  run = v_prediction_runs["straight"]
+  first, evaluation = metrics.read_metrics(run)[0], _last_eval(run)
   assert np.isfinite(first["v_mse"]) and "eps_mse" not in first
   assert np.isfinite(evaluation["eval/heldout_v_mse"])
   assert np.isfinite(evaluation["eval/sample_l1_px"])
 
   stage2 = train_configs.load_config("ldm_freq_attn")
-  stage2.vae_from, stage2.init_from = str(out / "vae"), str(tmp_path / "ldm1")
+  stage2.vae_from, stage2.init_from = str(out / "vae"), str(run)
   with pytest.raises(ValueError, match="predicting 'v'"):
     train.run(stage2, tmp_path / "ldm2", progress=False)
   assert not (tmp_path / "ldm2" / checkpoint.CHECKPOINT_DIR).exists()
@@ -352,3 +450,106 @@ def test_zero_terminal_snr_needs_v_prediction():
     check_config(config)
   config.diffusion.prediction = "v"
   check_config(config)
+
+
+@pytest.mark.parametrize("stage", ["ldm_pretrain", "ldm_freq_attn"])
+@pytest.mark.parametrize("saved_before_the_field", [False, True])
+def test_the_loss_sees_the_frequencies_per_example_of_the_config(
+    stage, saved_before_the_field, one_device_runs, tmp_path):
+  """The LDM loss calls the U-Net on ``data.freqs_per_example`` frequencies
+  of each example: 1 (stage 1), one bin drawn in [0, K); 0 (stage 2), all K
+  in order. A stored config from before the field (and
+  ``model.freq_attention``) gets its stage's."""
+  import ml_collections
+
+  from spectral_jax import sharding
+  from spectral_jax.train import stages
+  out, _ = one_device_runs
+  config = train_configs.load_config(stage)
+  config.vae_from = str(out / "vae")
+  if saved_before_the_field:
+    config = ml_collections.ConfigDict(config.to_dict())
+    del config.data["freqs_per_example"], config.model["freq_attention"]
+  task = stages.make_task(config, sharding.make_mesh(config.mesh), tmp_path)
+  seen = []
+
+  def unet(z_t, t, image, freq_index, cond_mask):
+    del t, image, cond_mask
+    seen.append(np.asarray(freq_index))
+    return jnp.zeros_like(z_t)
+
+  data, batch_size = config.data, 16
+  batch = {"image": np.zeros((batch_size, data.height, data.width, 3), np.uint8),
+           "spectral_volume": np.zeros((batch_size, data.num_freqs, data.height, data.width, 4),
+                                       np.float32)}
+  task.loss(unet, task.constants(), batch, jax.random.key(0))
+  (freq_index,) = seen
+  if stage == "ldm_pretrain":
+    assert freq_index.shape == (batch_size, 1)
+    assert freq_index.min() >= 0 and freq_index.max() < data.num_freqs
+    assert len(np.unique(freq_index)) > 1  # Drawn per example.
+  else:
+    np.testing.assert_array_equal(
+        freq_index, np.broadcast_to(np.arange(data.num_freqs), (batch_size, data.num_freqs)))
+
+
+def test_frequencies_per_example_are_one_or_all():
+  from spectral_jax.config_base import check_config
+  config = train_configs.load_config("ldm_freq_attn")
+  check_config(config)
+  config.data.freqs_per_example = 2
+  with pytest.raises(ValueError, match="freqs_per_example must be in \\[0, 1\\]"):
+    check_config(config)
+
+
+def test_a_v_prediction_run_samples_at_zero_terminal_snr(v_prediction_runs):
+  """The v-prediction run, loaded as `animate` loads it, keeps its schedule
+  (alphabar of the last step exactly 0) and samples with v: its spectral
+  volumes are finite, and the first DDIM step, at t = N - 1 where the
+  signal-to-noise ratio is 0, is the closed form there (float64 NumPy from
+  the network's outputs): ``v = sqrt(a) eps - sqrt(1 - a) x0`` and
+  ``z_t = sqrt(a) x0 + sqrt(1 - a) eps`` at ``a = 0`` give ``x0 = -v`` and
+  ``eps = z_t``, so ``z_prev = -sqrt(a_prev) v + sqrt(1 - a_prev) z_t``. A
+  model that took v for ε would divide by sqrt(0); one on a schedule that
+  does not reach 0 would step elsewhere."""
+  from spectral_jax import diffusion
+  from spectral_jax.diffusion import latents
+  from spectral_jax.inference.loading import load_motion_model
+  model = load_motion_model(v_prediction_runs["straight"])
+  alphas = np.asarray(model.schedule.alphas_cumprod, np.float64)
+  assert alphas[-1] == 0 and np.all(alphas[:-1] > 0)
+  options = model.options(num_steps=2)
+  ddim = model._ddim_options(options)  # What `sample` and `sampler` run DDIM with.
+  assert ddim["prediction"] == "v"
+  data = model.config.data
+  image = np.random.default_rng(0).integers(0, 256, (1, data.height, data.width, 3), np.uint8)
+
+  volumes = np.asarray(model.sampler(options)(image, jax.random.key(0)))
+  assert volumes.shape == (1, data.num_freqs, data.height, data.width, 4)
+  assert np.all(np.isfinite(volumes))
+
+  factor, channels = model.vae.downsample_factor, model.latent_stats["mean"].shape[-1]
+  shape = (1, data.num_freqs, data.height // factor, data.width // factor, channels)
+  z, plan = diffusion.ddim_start(model.schedule, jax.random.key(1), shape, options.num_steps)
+  timesteps = np.asarray(plan[0])
+  assert timesteps[0] == len(alphas) - 1
+  eps_fn = latents.conditional_eps(model.unet, latents.image_to_unit(jnp.asarray(image)),
+                                   data.num_freqs)
+  first = jax.tree.map(lambda x: x[:1], plan)
+
+  @jax.jit
+  def first_step(z):
+    """DDIM's first step from ``z``, and the network's outputs there, with
+    the picture and without (classifier-free guidance)."""
+    outputs = eps_fn(jnp.concatenate([z, z]), jnp.full((2,), timesteps[0], jnp.int32),
+                     jnp.array([True, False]))
+    return diffusion.ddim_steps(eps_fn, model.schedule, z, first, **ddim), outputs
+
+  stepped, outputs = jax.device_get(first_step(z))
+  cond, uncond = np.asarray(outputs, np.float64)
+  w = options.guidance_scale
+  assert w > 0
+  v = (1 + w) * cond - w * uncond
+  a_prev = alphas[timesteps[1]]
+  expected = -np.sqrt(a_prev) * v + np.sqrt(1 - a_prev) * np.asarray(z, np.float64)[0]
+  np.testing.assert_allclose(stepped[0], expected, rtol=1e-5, atol=1e-5)

@@ -8,6 +8,8 @@ that splits parameters) and writes their first losses and parameters to
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -140,6 +142,73 @@ def saved_params(workdir, step: int | None = None) -> dict:
   step = mngr.latest_step() if step is None else step
   return flat_params(mngr.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore()))["params"])
+
+
+def fork(workdir: Path, fork_dir: Path, step: int) -> Path:
+  """A copy of the run in ``workdir`` as it was when it had saved ``step``:
+  later checkpoints removed (the resumed run drops later metrics itself);
+  returns ``fork_dir``."""
+  from spectral_jax import checkpoint
+  shutil.copytree(workdir, fork_dir)
+  for step_dir in (fork_dir / checkpoint.CHECKPOINT_DIR).iterdir():
+    if step_dir.name.isdigit() and int(step_dir.name) > step:
+      shutil.rmtree(step_dir)
+  assert checkpoint.manager(fork_dir, read_only=True).latest_step() == step
+  return fork_dir
+
+
+def moved(before: dict, after: dict) -> set:
+  """Names of the `flat_params` arrays that differ between ``before`` and
+  ``after`` (which hold the same names)."""
+  import numpy as np
+  assert set(before) == set(after), sorted(set(before) ^ set(after))
+  return {name for name in before if not np.array_equal(before[name], after[name])}
+
+
+# JAX's persistent compilation cache, every program however quick to
+# compile: the settings `compile_cache` makes in this process, and
+# `cache_environment` in a subprocess.
+_CACHE_SETTINGS = {"jax_persistent_cache_min_compile_time_secs": 0.0,
+                   "jax_persistent_cache_min_entry_size_bytes": 0}
+
+
+@contextlib.contextmanager
+def compile_cache(directory: Path):
+  """JAX's persistent compilation cache in ``directory`` within the block,
+  in this process: a run resumed there loads the programs the run it was
+  forked from compiled (the same programs: bit for bit the same results).
+  The settings before the block are back after it."""
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache as cache
+  settings = {"jax_compilation_cache_dir": str(directory), **_CACHE_SETTINGS}
+  previous = {name: getattr(jax.config, name) for name in settings}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+  # The cache is set up at the first compilation after a reset, from the
+  # settings then: this directory, whatever the process used before.
+  cache.reset_cache()
+  try:
+    yield directory
+  finally:
+    for name, value in previous.items():
+      jax.config.update(name, value)
+    cache.reset_cache()
+
+
+def session_cache(tmp_path_factory) -> Path:
+  """A compilation cache directory for the whole pytest session: subprocess
+  runs of the same program in different test modules (1 process training
+  the micro VAE of `test_preemption`) compile it once."""
+  directory = tmp_path_factory.getbasetemp() / "session_compile_cache"
+  directory.mkdir(exist_ok=True)
+  return directory
+
+
+def cache_environment(directory: Path) -> dict:
+  """The environment variables that put a subprocess's JAX compilation
+  cache in ``directory`` (as `compile_cache` does here)."""
+  return {"JAX_COMPILATION_CACHE_DIR": str(directory),
+          **{name.upper(): str(value) for name, value in _CACHE_SETTINGS.items()}}
 
 
 def train_every_stage(out_dir: Path, mesh: dict | None = None, fsdp_min_size: int = 0) -> dict:

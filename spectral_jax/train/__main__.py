@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import logging as python_logging
 import sys
 from pathlib import Path
 
@@ -94,17 +95,38 @@ def main(argv) -> None:
   from spectral_jax.train import train
   try:
     train.run(_CONFIG.value, _WORKDIR.value, progress=not _NO_PROGRESS.value)
-  except (train.TrainingDiverged, ValueError, FileNotFoundError) as error:
+  except Exception as error:  # pylint: disable=broad-except
+    if _out_of_space(error):
+      # Checkpoints are written under a temporary name and renamed when
+      # whole, so the last finished one is intact. Orbax's writer threads
+      # have logged their failures; the futures they leave log them again
+      # when collected at exit, which would bury this line under tracebacks.
+      python_logging.disable(python_logging.CRITICAL)
+      print(f"error: {_WORKDIR.value}: no space left on the device; free some and run the "
+            "same command again: it resumes from the last finished checkpoint",
+            file=sys.stderr)
+      sys.exit(1)
+    if not isinstance(error, (train.TrainingDiverged, ValueError, FileNotFoundError)):
+      raise
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
-  except OSError as error:
-    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-      raise
-    # Checkpoints are written under a temporary name and renamed when whole,
-    # so the last finished one is intact.
-    print(f"error: {_WORKDIR.value}: no space left on the device; free some and run the "
-          "same command again: it resumes from the last finished checkpoint", file=sys.stderr)
-    sys.exit(1)
+
+
+def _out_of_space(error: BaseException) -> bool:
+  """Whether ``error``, or one it was raised from or during, is a full disk
+  or quota: an OSError of Python's writes, or TensorStore's ValueError
+  (``RESOURCE_EXHAUSTED: ... [os_error_code='28']``) of Orbax's array writes,
+  which is what a checkpoint save that meets a full disk raises."""
+  codes = (errno.ENOSPC, errno.EDQUOT)
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in codes:
+      return True
+    if any(f"[os_error_code='{code}']" in str(error) for code in codes):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 if __name__ == "__main__":
