@@ -186,15 +186,25 @@ def _train(workdir: Path, processes: int, devices: int, cache: Path | None,
   x ``devices``, with `RUN`'s settings but ``overrides``: one process as a
   user starts it, several through ``launch/local.sh``. Returns its
   stderr."""
+  return _wait(_start(workdir, processes, devices, cache, **overrides))
+
+
+def _start(workdir: Path, processes: int, devices: int, cache: Path | None,
+           **overrides) -> subprocess.Popen:
+  """`_train`'s run, started."""
   command = _command(workdir, **overrides)
   if processes > 1:
     command = ["bash", str(LOCAL_SH), "--processes", str(processes),
                "--devices-per-process", str(devices), "--", *command]
   # A session of its own: a run past its time is killed with every process
   # the launcher started, not the launcher alone.
-  run = subprocess.Popen(command, env=_environment(devices if processes == 1 else None, cache),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+  return subprocess.Popen(command, env=_environment(devices if processes == 1 else None, cache),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
+
+
+def _wait(run: subprocess.Popen) -> str:
+  """The stderr of a `_start`ed run, which must end well in `TIMEOUT_S`."""
   try:
     _, stderr = run.communicate(timeout=TIMEOUT_S)
   except subprocess.TimeoutExpired:
@@ -263,9 +273,17 @@ def test_two_processes_of_one_device_train_as_one_process(tmp_path, tmp_path_fac
   half of the batch."""
   one, two = tmp_path / "one", tmp_path / "two"
   cache = train_configs.session_cache(tmp_path_factory)
-  stderr = _train(two, 2, 1, cache, **SMALL_RUN)
+  # Side by side: the one process keeps a core busy where the two would
+  # leave it idle (starting, waiting for each other).
+  reference = _start(one, 1, 1, cache, **SMALL_RUN)
+  try:
+    stderr = _train(two, 2, 1, cache, **SMALL_RUN)
+    _wait(reference)
+  finally:
+    if reference.poll() is None:
+      os.killpg(reference.pid, signal.SIGKILL)
+      reference.communicate()
   _check_process_0_describes(stderr, devices=2)
-  _train(one, 1, 1, cache, **SMALL_RUN)
   # Moved by step 2, from step 1's checkpoint (the initial parameters would
   # cost a compilation more).
   _check_same_training(one, two, SMALL_RUN["num_steps"], _final_params(two, 1))

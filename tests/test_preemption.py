@@ -90,17 +90,31 @@ def _initial_params() -> dict:
   return train_configs.initial_params(config, build_vae)
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+  """The command's run never stopped, in its own workdir: what a stopped
+  and resumed run must log. It saves at steps 4, 8 and 12 (`DISK_RUN`),
+  which changes no loss. Its programs come from the session's compilation
+  cache when `test_multihost`'s 1-process run compiled them."""
+  workdir = tmp_path_factory.mktemp("straight") / "run"
+  log = workdir.parent / "straight.log"
+  process = _start(workdir, log, train_configs.session_cache(tmp_path_factory), **DISK_RUN)
+  err = _finish(process, log)
+  assert process.returncode == 0, err[-3000:]
+  assert checkpoint.manager(workdir, read_only=True).all_steps() == [4, 8, 12], err[-3000:]
+  return workdir
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_sigterm_saves_exits_0_and_the_same_command_resumes_with_the_same_losses(tmp_path):
+def test_sigterm_saves_exits_0_and_the_same_command_resumes_with_the_same_losses(
+    tmp_path, straight_run):
   """The signal comes once the trainer has its SIGTERM handler, while it
   builds and compiles (seconds before its first step): the first step is
   then trained and saved, step 1 of a logging window of 4 and no
   checkpoint step. Waiting for a handler, not for time to pass, makes
   that step the same on a loaded machine. The resumed run's first record
   averages steps 1-4, as the uninterrupted run's does."""
-  straight_dir, preempted_dir = tmp_path / "straight", tmp_path / "preempted"
-  # The uninterrupted run, beside the preempted one.
-  straight = _start(straight_dir, tmp_path / "straight.log")
+  preempted_dir = tmp_path / "preempted"
   preempted = _start(preempted_dir, tmp_path / "preempted.log")
 
   deadline = time.monotonic() + TIMEOUT_S
@@ -113,7 +127,7 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes_with_the_same_losses
       pytest.fail(f"no SIGTERM handler after {TIMEOUT_S} s")
     time.sleep(0.02)
   preempted.send_signal(signal.SIGTERM)
-  initial = _initial_params()  # While the runs go on.
+  initial = _initial_params()  # While the run goes on.
   err = _finish(preempted, tmp_path / "preempted.log")
   assert preempted.returncode == 0, err[-3000:]
   saved = re.findall(r"preempted: saved step (\d+); run the same command to resume", err)
@@ -136,11 +150,9 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes_with_the_same_losses
   assert resumed.returncode == 0, err[-3000:]
   assert f"resuming at step {step} of {NUM_STEPS}" in err, err[-3000:]
   assert "preempted" not in err
-  err = _finish(straight, tmp_path / "straight.log")
-  assert straight.returncode == 0, err[-3000:]
 
   logged = metrics.read_metrics(preempted_dir)
-  expected = metrics.read_metrics(straight_dir)
+  expected = metrics.read_metrics(straight_run)
   steps = list(range(LOG_EVERY, NUM_STEPS + 1, LOG_EVERY))
   assert [r["step"] for r in expected] == [r["step"] for r in logged] == steps
   for name in ("loss", "grad_norm", "param_norm", "learning_rate"):
@@ -148,7 +160,7 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes_with_the_same_losses
                                rtol=_resumed_rtol(), err_msg=name)
   assert all(r["learning_rate"] > 0 for r in logged)
   assert checkpoint.manager(preempted_dir, read_only=True).all_steps() == [step, NUM_STEPS]
-  final, final_straight = (train_configs.saved_params(d) for d in (preempted_dir, straight_dir))
+  final, final_straight = (train_configs.saved_params(d) for d in (preempted_dir, straight_run))
   for name, value in final_straight.items():
     np.testing.assert_allclose(final[name], value, rtol=_resumed_rtol(), atol=1e-7,
                                err_msg=name)
@@ -194,20 +206,16 @@ def _fill(disk: Path, keep: int) -> Path:
 
 
 def test_a_full_disk_ends_the_run_in_one_line_and_the_same_command_resumes(
-    tmp_path, tmp_path_factory, small_disk):
+    tmp_path, tmp_path_factory, small_disk, straight_run):
   """A run on a disk with room for its first checkpoint (step 4) and half
   the next: the save of step 8 fails for lack of space (in Orbax's writer
   threads; the error reaches the run at its next save or its end). The run
   exits 1 with the one-line message; checkpoint 4 is the last and holds
   the straight run's parameters bit for bit. Once the space is free again,
   the same command resumes from step 4 and logs the straight run's losses."""
-  # The three runs compile the same programs (as `test_multihost`'s
-  # 1-process run does).
+  straight = straight_run
+  # The programs of `straight_run`, compiled (or loaded) by it.
   cache = train_configs.session_cache(tmp_path_factory)
-  straight = tmp_path / "straight"
-  err = _finish(_start(straight, tmp_path / "straight.log", cache, **DISK_RUN),
-                tmp_path / "straight.log")
-  assert checkpoint.manager(straight, read_only=True).all_steps() == [4, 8, 12], err[-3000:]
 
   # Room for every file the run has written once it saved step 4 (those of
   # the straight run then), and for half of the next checkpoint.

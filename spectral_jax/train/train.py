@@ -1,10 +1,11 @@
 """The training loop every stage shares (VAE, LDM stages 1 and 2, renderer).
 
 ``run(config, workdir)`` reads top to bottom: mesh → task (data, model,
-loss) → abstract init → shardings → jitted init → optimizer → jitted,
-ahead-compiled train step with donated state → resume → loop (log, evaluate,
-checkpoint). What differs between stages lives in their task
-(`spectral_jax.train.stages`); nothing here knows what it trains.
+loss) → `plan_step` (graph, optimizer, shardings: shapes only) → initial
+state (resumed or initialised) → `compile_step` (ahead of time, state
+donated) → loop (train, log, save, evaluate). What differs between stages
+lives in their task (`spectral_jax.train.stages`); nothing here knows what
+it trains.
 
 The train state is a plain dict pytree::
 
@@ -17,6 +18,8 @@ checkpointed.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -24,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import jax
 import jax.numpy as jnp
@@ -51,37 +54,92 @@ class TrainingDiverged(RuntimeError):
   """The loss became NaN or infinite; the message says where and what is kept."""
 
 
-def make_train_step(graphdef, task, tx: optax.GradientTransformation, labels,
-                    learning_rate: optax.Schedule):
-  """Pure ``train_step(state, batch, rng) -> (state, metrics)``."""
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+  """The training step before any array exists, built from shapes alone
+  (`plan_step`): the task whose loss it takes, the model's graph, which
+  parameters train, the optimizer, and the mesh and sharding of every part
+  of the state."""
+  task: Any
+  mesh: jax.sharding.Mesh
+  graphdef: nnx.GraphDef
+  abstract_params: dict  # jax.ShapeDtypeStruct leaves
+  labels: dict  # like the parameters: the optimizer's label, or FROZEN
+  tx: optax.GradientTransformation
+  learning_rate: optax.Schedule  # of the step
+  shardings: dict  # like the state: {"step", "params", "opt_state", "constants"}
 
-  def loss_fn(params, constants, batch, rng):
-    return task.loss(functional.merge(graphdef, params), constants, batch, rng)
+  def abstract_state(self, constants) -> dict:
+    """The state's shapes, dtypes and shardings (``constants``: arrays or
+    shapes)."""
+    shapes = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": self.abstract_params,
+              "opt_state": jax.eval_shape(self.tx.init, self.abstract_params),
+              "constants": constants}
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        shapes, self.shardings)
 
-  def train_step(state, batch, rng):
+
+def plan_step(config: ml_collections.ConfigDict, task, mesh, constants) -> StepPlan:
+  """`StepPlan` of ``config``'s stage on ``mesh`` (``constants``: the task's
+  frozen arrays, or their shapes)."""
+  graphdef, abstract_params = functional.abstract_split(
+      lambda: task.make_model(nnx.Rngs(config.seed)))
+  tx = make_optimizer(config.optimizer, abstract_params, config.trainable, graphdef)
+  min_size = config.get("fsdp_min_size")
+  shardings = {
+      "step": sharding.replicated(mesh),
+      "params": sharding.tree_shardings(abstract_params, mesh, min_size),
+      "opt_state": sharding.tree_shardings(jax.eval_shape(tx.init, abstract_params),
+                                           mesh, min_size),
+      "constants": sharding.tree_shardings(constants, mesh, min_size),
+  }
+  return StepPlan(task, mesh, graphdef, abstract_params,
+                  trainable_labels(abstract_params, config.trainable, graphdef), tx,
+                  learning_rate_schedule(config.optimizer), shardings)
+
+
+def make_train_step(plan: StepPlan):
+  """Pure ``train_step(state, batch, key) -> (state, metrics)``: one
+  optimizer step on ``batch``; the step's random key is ``key`` folded with
+  the state's step, so a resumed run draws the same noise."""
+
+  def loss_fn(params, constants, batch, key):
+    return plan.task.loss(functional.merge(plan.graphdef, params), constants, batch, key)
+
+  def train_step(state, batch, key):
+    step_key = jax.random.fold_in(key, state["step"])
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state["constants"], batch, rng)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        state["params"], state["constants"], batch, step_key)
+    updates, opt_state = plan.tx.update(grads, state["opt_state"], state["params"])
     new_params = optax.apply_updates(state["params"], updates)
     # Frozen parameters keep their exact bits (x + 0.0 would turn -0.0 into 0.0).
     params = jax.tree.map(lambda label, old, new: old if label == FROZEN else new,
-                          labels, state["params"], new_params)
+                          plan.labels, state["params"], new_params)
     trained = jax.tree.map(lambda label, g: g if label != FROZEN else jnp.zeros(()),
-                           labels, grads)
+                           plan.labels, grads)
     # The new parameters' norm catches a bad update before it is saved: the
     # loss only shows it one step later.
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(trained),
                "param_norm": optax.tree.norm(params),
-               "learning_rate": learning_rate(state["step"])}
+               "learning_rate": plan.learning_rate(state["step"])}
     return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
   return train_step
 
 
-# The metrics of the steps since the last logged one, at the newest save:
-# a run resumed from a step that was not logged logs the same means as a
-# run that was never stopped.
-WINDOW_FILE = "log_window.json"
+def compile_step(plan: StepPlan, abstract_state: dict, batch_shapes: dict):
+  """`make_train_step` compiled ahead of time for ``plan``'s mesh, the state
+  donated. ``batch_shapes``: the global batch's ``{name: (shape, dtype)}``
+  (anything with ``.shape`` and ``.dtype``)."""
+  batch_sharding = sharding.batch_sharding(plan.mesh)
+  replicated = sharding.replicated(plan.mesh)
+  step = jax.jit(make_train_step(plan),
+                 in_shardings=(plan.shardings, batch_sharding, replicated),
+                 out_shardings=(plan.shardings, replicated), donate_argnums=(0,))
+  abstract_batch = {name: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding)
+                    for name, x in batch_shapes.items()}
+  key = jax.eval_shape(jax.random.key, 0)
+  return step.lower(abstract_state, abstract_batch, key).compile()
 
 
 class _Sigterm:
@@ -128,119 +186,95 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
   config = config_base.absolute_paths(config)
   if distributed.requested(config):
     distributed.initialize(config)
-  is_main = jax.process_index() == 0
-
-  # Mesh and task.
   mesh = sharding.make_mesh(config.mesh)
   task = stages.make_task(config, mesh, workdir)
-
-  # Abstract model, optimizer, shardings: shapes only, nothing allocated.
-  graphdef, abstract_params = functional.abstract_split(
-      lambda: task.make_model(nnx.Rngs(config.seed)))
-  labels = trainable_labels(abstract_params, config.trainable, graphdef)
-  tx = make_optimizer(config.optimizer, abstract_params, config.trainable, graphdef)
-  abstract_opt_state = jax.eval_shape(tx.init, abstract_params)
-  min_size = config.get("fsdp_min_size")
   constants = task.constants()
-  shardings = {
-      "step": sharding.replicated(mesh),
-      "params": sharding.tree_shardings(abstract_params, mesh, min_size),
-      "opt_state": sharding.tree_shardings(abstract_opt_state, mesh, min_size),
-      "constants": sharding.tree_shardings(constants, mesh, min_size),
-  }
-
-  # Parameters: resumed from this workdir, or initialised (then the task may
-  # load some from another run, e.g. stage 1 into stage 2).
+  plan = plan_step(config, task, mesh, constants)
   mngr = checkpoint.manager(workdir, every=config.checkpoint_every,
                             keep=config.keep_checkpoints)
-  resume_step, restored = checkpoint.restore_newest(
-      mngr, abstract_params=checkpoint.with_shardings(abstract_params, shardings["params"]),
-      abstract_opt_state=checkpoint.with_shardings(abstract_opt_state, shardings["opt_state"]))
   batches = task.train_batches(jax.process_index(), jax.process_count())
-  if resume_step is None:
+  try:
+    state, start_step = _initial_state(config, plan, mngr, batches, constants)
+    first_batch = next(batches)
+    # Compiled before the first batch is trained on: a wrong shape or a
+    # memory blow-up fails here.
+    compiled = compile_step(plan, plan.abstract_state(constants), {
+        name: jax.ShapeDtypeStruct((x.shape[0] * jax.process_count(),) + x.shape[1:], x.dtype)
+        for name, x in first_batch.items()})
+    if jax.process_index() == 0:
+      _describe(config, plan, compiled, start_step)
+    return _train(config, workdir, plan, compiled, state, start_step, batches, first_batch,
+                  mngr, progress, sigterm)
+  finally:
+    batches.close()  # Its worker processes, if any.
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+def _initial_state(config, plan: StepPlan, mngr, batches, constants) -> tuple[dict, int]:
+  """The state on the mesh and its step: resumed from the newest checkpoint
+  in the run's workdir (``batches`` then continue where it saved them), or
+  initialised (then the task may load some parameters from another run,
+  e.g. stage 1 into stage 2)."""
+  abstract = plan.abstract_state(constants)
+  shardings = plan.shardings
+  step, restored = checkpoint.restore_newest(
+      mngr, abstract_params=abstract["params"], abstract_opt_state=abstract["opt_state"])
+  if step is None:
     def init(seed):
-      return functional.split_params(task.make_model(nnx.Rngs(seed)))[1]
+      return functional.split_params(plan.task.make_model(nnx.Rngs(seed)))[1]
     params = jax.jit(init, out_shardings=shardings["params"], static_argnums=0)(config.seed)
     if config.init_from:
       params = checkpoint.load_into(config.init_from, params, shardings["params"])
-    opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
-    start_step = 0
+    opt_state = jax.jit(plan.tx.init, out_shardings=shardings["opt_state"])(params)
+    step = 0
   else:
     params, opt_state = restored["params"], restored["opt_state"]
     batches.set_state(restored["data"])
-    start_step = resume_step
-  state = {
-      "step": jax.device_put(jnp.int32(start_step), shardings["step"]),
-      "params": params,
-      "opt_state": opt_state,
-      "constants": jax.device_put(constants, shardings["constants"]),
-  }
+  return {"step": jax.device_put(jnp.int32(step), shardings["step"]), "params": params,
+          "opt_state": opt_state,
+          "constants": jax.device_put(constants, shardings["constants"])}, step
 
-  # The step, compiled before the first batch is trained on: a wrong shape
-  # or a memory blow-up fails here.
-  batch_sharding = sharding.batch_sharding(mesh)
-  first_batch = next(batches)
-  abstract_batch = {name: jax.ShapeDtypeStruct(
-      (value.shape[0] * jax.process_count(),) + value.shape[1:], value.dtype,
-      sharding=batch_sharding) for name, value in first_batch.items()}
-  step_fn = jax.jit(
-      make_train_step(graphdef, task, tx, labels, learning_rate_schedule(config.optimizer)),
-      in_shardings=(shardings, batch_sharding, sharding.replicated(mesh)),
-      out_shardings=(shardings, sharding.replicated(mesh)),
-      donate_argnums=(0,))
-  abstract_state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-  compiled = step_fn.lower(abstract_state, abstract_batch, jax.random.key(0)).compile()
-  if is_main:
-    _describe(config, mesh, abstract_params, labels, compiled, start_step)
 
-  writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
-  base_rng = jax.random.key(config.seed)
+def _train(config, workdir: Path, plan: StepPlan, compiled, state: dict, step: int,
+           batches, batch: dict, mngr, progress: bool, sigterm: _Sigterm) -> list[dict]:
+  """The loop from ``step`` with ``batch`` first: train, log, save, evaluate,
+  until ``config.num_steps`` or a preemption notice (saved, then returns).
+  Returns the logged records."""
+  is_main = jax.process_index() == 0
+  writer = MetricWriter(workdir, enabled=is_main, resume_step=step)
+  window = _LogWindow.resumed(workdir, step) if is_main else _LogWindow(step)
+  key = jax.random.key(config.seed)
   records = []
-  # (step, metrics) since the last logged step; a resumed run's first are
-  # the saved ones of the steps before it resumed.
-  pending = _load_window(workdir, start_step) if is_main else []
-  bar = tqdm.tqdm(total=config.num_steps, initial=start_step, unit="step",
+  bar = tqdm.tqdm(total=config.num_steps, initial=step, unit="step",
                   disable=not (progress and is_main), desc=f"training {config.stage}")
-  step, batch = start_step, first_batch
-  # Throughput over each logging window, evaluation and saving excluded.
-  window_start, window_step, excluded = time.perf_counter(), step, 0.0
   try:
     while step < config.num_steps:
-      state, metrics = compiled(state, sharding.global_batch(batch, mesh),
-                                jax.random.fold_in(base_rng, step))
+      state, metrics = compiled(state, sharding.global_batch(batch, plan.mesh), key)
       step += 1
-      pending.append((step, metrics))
+      window.add(step, metrics)
       last = step == config.num_steps
       log = step % config.log_every == 0 or last
       stop = mngr.reached_preemption(step) or sigterm.received
       save = step % config.checkpoint_every == 0 or last or stop
       if log or save:
-        _check(pending, mngr)  # Raises TrainingDiverged before any save.
-        if log:
-          record = _mean(pending)
-          pending.clear()
-          seconds = time.perf_counter() - window_start - excluded
-          record["examples_per_s"] = config.batch_size * (step - window_step) / seconds
-          window_start, window_step, excluded = time.perf_counter(), step, 0.0
-          writer.write(step, record)
-          records.append(record)
-          bar.set_postfix(loss=f"{record['loss']:.4g}")
-      aside = time.perf_counter()
-      # Saved before evaluating, so that a failing evaluation loses no training.
-      if save:
-        checkpoint.save(mngr, step, params=state["params"], opt_state=state["opt_state"],
-                        data=batches.get_state(), config=config,
-                        stats=task.stats(graphdef, state["params"], state["constants"]),
-                        force=True)
-        if is_main:
-          _save_window(workdir, step, pending)
-      if config.eval_every and (step % config.eval_every == 0 or last) and not stop:
-        evaluation = {f"eval/{name}": value for name, value in task.evaluate(
-            graphdef, state["params"], state["constants"]).items()}
-        writer.write(step, evaluation)
-        records.append({"step": step, **evaluation})
-      excluded += time.perf_counter() - aside
+        window.check(mngr)  # Raises TrainingDiverged before any save.
+      if log:
+        record = window.flush(config.batch_size)
+        writer.write(step, record)
+        records.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.4g}")
+      with window.paused():
+        # Saved before evaluating, so that a failing evaluation loses no training.
+        if save:
+          _save(mngr, step, state, batches, config, plan)
+          if is_main:
+            window.save(workdir, step)
+        if config.eval_every and (step % config.eval_every == 0 or last) and not stop:
+          evaluation = {f"eval/{name}": value for name, value in plan.task.evaluate(
+              plan.graphdef, state["params"], state["constants"]).items()}
+          writer.write(step, evaluation)
+          records.append({"step": step, **evaluation})
       bar.update(1)
       if stop:
         if is_main:
@@ -251,11 +285,84 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
         batch = next(batches)
   finally:
     bar.close()
-    batches.close()  # Its worker processes, if any.
-    mngr.wait_until_finished()
-    mngr.close()
     writer.close()
   return records
+
+
+def _save(mngr, step: int, state: dict, batches, config, plan: StepPlan) -> None:
+  """Checkpoint ``step``: parameters, optimizer state, the data iterator's
+  position, the config and the task's statistics."""
+  checkpoint.save(mngr, step, params=state["params"], opt_state=state["opt_state"],
+                  data=batches.get_state(), config=config,
+                  stats=plan.task.stats(plan.graphdef, state["params"], state["constants"]),
+                  force=True)
+
+
+# The metrics of the steps since the last logged one, at the newest save:
+# a run resumed from a step that was not logged logs the same means as a
+# run that was never stopped.
+WINDOW_FILE = "log_window.json"
+
+
+class _LogWindow:
+  """The steps since the last logged one: their metrics (on the device
+  until checked), and the time they took, saving and evaluating excluded."""
+
+  def __init__(self, step: int, pending: list | None = None):
+    self.pending = pending or []  # [(step, metrics)]
+    self._restart(step)
+
+  def _restart(self, step: int) -> None:
+    self._start, self._start_step, self._excluded = time.perf_counter(), step, 0.0
+
+  @classmethod
+  def resumed(cls, workdir: Path, step: int) -> Self:
+    """The window `save` wrote at ``step``; empty if the run starts, or
+    resumes from another save (one that was not finished)."""
+    path = workdir / WINDOW_FILE
+    if not step or not path.exists():
+      return cls(step)
+    window = json.loads(path.read_text())
+    if window["step"] != step:
+      return cls(step)
+    return cls(step, [(s, {name: np.asarray(value, dtype)
+                           for name, (value, dtype) in metrics.items()})
+                      for s, metrics in window["metrics"]])
+
+  def add(self, step: int, metrics: dict) -> None:
+    self.pending.append((step, metrics))
+
+  def check(self, mngr) -> None:
+    """`_check` of the pending steps."""
+    _check(self.pending, mngr)
+
+  def flush(self, batch_size: int) -> dict:
+    """The record to log: the pending steps' mean metrics and the window's
+    ``examples_per_s``; the next window starts."""
+    record = _mean(self.pending)
+    seconds = time.perf_counter() - self._start - self._excluded
+    record["examples_per_s"] = batch_size * (record["step"] - self._start_step) / seconds
+    self.pending.clear()
+    self._restart(record["step"])
+    return record
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent inside is not training time."""
+    aside = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._excluded += time.perf_counter() - aside
+
+  def save(self, workdir: Path, step: int) -> None:
+    """`WINDOW_FILE` at save ``step``: the pending steps' metrics, with
+    their dtypes (a resumed mean is then the same to the bit)."""
+    window = {"step": step, "metrics": [
+        [s, {name: [np.asarray(value).item(), np.asarray(value).dtype.str]
+             for name, value in metrics.items()}] for s, metrics in self.pending]}
+    with atomic_output(workdir / WINDOW_FILE) as temporary:
+      Path(temporary).write_text(json.dumps(window))
 
 
 def _check(pending: list, mngr) -> None:
@@ -287,34 +394,11 @@ def _mean(pending: list) -> dict:
   return {"step": pending[-1][0], **record}
 
 
-def _save_window(workdir: Path, step: int, pending: list) -> None:
-  """`WINDOW_FILE`: the not yet logged steps' metrics at save ``step``,
-  with their dtypes (a resumed mean is then the same to the bit)."""
-  window = {"step": step, "metrics": [
-      [s, {name: [np.asarray(value).item(), np.asarray(value).dtype.str]
-           for name, value in metrics.items()}] for s, metrics in pending]}
-  with atomic_output(workdir / WINDOW_FILE) as temporary:
-    Path(temporary).write_text(json.dumps(window))
-
-
-def _load_window(workdir: Path, step: int) -> list:
-  """The pending steps `_save_window` saved at ``step``; none if the run
-  starts, or resumes from another save (one that was not finished)."""
-  path = workdir / WINDOW_FILE
-  if not step or not path.exists():
-    return []
-  window = json.loads(path.read_text())
-  if window["step"] != step:
-    return []
-  return [(s, {name: np.asarray(value, dtype) for name, (value, dtype) in metrics.items()})
-          for s, metrics in window["metrics"]]
-
-
-def _describe(config, mesh, abstract_params, labels, compiled, start_step) -> None:
+def _describe(config, plan: StepPlan, compiled, start_step: int) -> None:
   """One paragraph on the console: what is trained on what."""
-  sizes = jax.tree.map(lambda x: math.prod(x.shape), abstract_params)
+  sizes = jax.tree.map(lambda x: math.prod(x.shape), plan.abstract_params)
   total = sum(jax.tree.leaves(sizes))
-  trained = sum(n for n, label in zip(jax.tree.leaves(sizes), jax.tree.leaves(labels))
+  trained = sum(n for n, label in zip(jax.tree.leaves(sizes), jax.tree.leaves(plan.labels))
                 if label != FROZEN)
   memory = compiled.memory_analysis()
   peak = ""
@@ -324,5 +408,5 @@ def _describe(config, mesh, abstract_params, labels, compiled, start_step) -> No
     peak = f", step memory {used / 2**20:.0f} MiB per device"
   where = "resuming at step" if start_step else "starting at step"
   print(f"{config.stage}: {total / 1e6:.2f}M parameters ({trained / 1e6:.2f}M trained), "
-        f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} "
+        f"mesh {dict(plan.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} "
         f"device(s){peak}; {where} {start_step} of {config.num_steps}", file=sys.stderr)
