@@ -109,9 +109,8 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
       # Processes that read, make (synthetic scenes) and normalize training
       # batches, each a whole batch at a time (Grain's `mp_prefetch`,
       # `data/pipeline.py`); 0: one thread of the training process reads
-      # one batch ahead. A synthetic paper-size scene takes ~0.35 s of a CPU
-      # core: `tools/benchmark.py input` says how many workers keep up with
-      # a device. Any count gives the same batches.
+      # one batch ahead. `tools/benchmark.py input` says how many workers
+      # keep up with a device. Any count gives the same batches.
       "worker_count": 0,
       "synthetic": {"num_train": 4096, "num_test": 64, "seed": 0,
                     "num_frames": clip["num_frames"], "fps": clip["fps"],

@@ -41,7 +41,7 @@ def features(config: ClipConfig) -> tfds.features.FeaturesDict:
   frames = config.num_render_frames
   tensor = tfds.features.Tensor
   # Arrays are stored as raw bytes: the default tf.Example lists would widen
-  # float16 to float32 and cost ~0.6 s of Python per example to serialize.
+  # float16 to float32 and take most of the writing time in Python.
   array = lambda shape, dtype: tensor(shape=shape, dtype=dtype, encoding="bytes")
   return tfds.features.FeaturesDict({
       "image": array((height, width, 3), np.uint8),

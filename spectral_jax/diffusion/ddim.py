@@ -21,9 +21,9 @@ Conventions:
 The loop is one `jax.lax.scan` (`ddim_steps`), which may also run the plan
 in slices to show progress between them, and may be unrolled (``unroll``):
 XLA:CPU runs a loss-guided step, a backward pass through the network, about
-3x slower inside a compiled loop than as straight-line code (the default
-model's loop self-guidance: 4.3 s against 1.3 s per step on 2 cores), so a
-caller guiding on a CPU runs short slices unrolled. Wrap `ddim_sample` in
+several times slower inside a compiled loop than as straight-line code
+(docs/BENCHMARKS.md), so a caller guiding on a CPU runs short slices
+unrolled. Wrap `ddim_sample` in
 `jax.jit` with ``eps_fn`` closed over (or static) and the keyword options
 static: called eagerly, the scan is retraced and recompiled on every call.
 """

@@ -1,8 +1,8 @@
 """JAX's persistent compilation cache for the commands.
 
 Compiling the sampler and the renderer takes most of a first `animate` on a
-CPU (and 20-30 s for the 250-step sampler on a GPU); with the cache on, a
-second run in a new process loads the compiled programs instead. The
+CPU (and tens of seconds for the 250-step sampler on a GPU); with the cache
+on, a second run in a new process loads the compiled programs instead. The
 compiled functions take the networks' parameters as arguments, so the
 programs (and their cache keys) do not depend on the weights.
 """
