@@ -164,6 +164,7 @@ def test_slowmo_gives_2n_minus_1_frames_on_the_same_path(animator, scene):
   assert np.abs(slow[1::2].astype(int) - normal[:-1]).mean() > 0.1
 
 
+@pytest.mark.slow  # tests/test_loop.py checks the loss it guides with.
 def test_loop_guidance_lowers_the_closure_error(animator, photo):
   """N = 10 frames of a T = 16 window: without guidance the texture does
   not return to its start; self-guidance brings D(N) back to D(0)."""
@@ -387,6 +388,7 @@ def _command(*argv, env=None):
                         env=env)
 
 
+@pytest.mark.slow
 def test_second_run_loads_compiled_programs_from_the_cache(runs, photo, tmp_path):
   env = dict(os.environ, SPECTRAL_JAX_CACHE_DIR=str(tmp_path / "cache"))
   for name in ("first", "second"):

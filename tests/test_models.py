@@ -170,6 +170,7 @@ def _smooth_maps(count: int = 64):
   return jax.image.resize(coarse, (count, 16, 16, 4), "bicubic")
 
 
+@pytest.mark.slow
 def test_vae_learns_to_reconstruct_smooth_maps():
   before, after = _vae_l1_before_and_after_training(_smooth_maps())
   assert after < 0.4 * before, (before, after)
@@ -189,6 +190,7 @@ def test_shortcut_vae_starts_as_the_pooling_autoencoder():
     vae.SpectralVAE(latent_channels=8, shortcut=True, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_shortcut_vae_learns_maps_that_are_mostly_zero():
   """Plants in a still scene: each map is 0 outside a random quarter of it.
   Without the shortcut, L1 drives every output to 0 and the error stays at

@@ -69,18 +69,23 @@ def _straight_and_resumed(config, out: Path, cache: Path) -> dict:
           "straight_records": straight, "resumed_records": resumed}
 
 
-@pytest.fixture(scope="module")
-def v_prediction_runs(one_device_runs, tmp_path_factory, stage_compile_cache) -> dict:
+def _v_prediction_config(out: Path):
   """Stage 1 predicting v on a zero-terminal-SNR schedule (the `demo`
-  setting), 2 steps evaluated at the last (`_straight_and_resumed`). It is
-  also the stage-1 run of the resume test."""
-  out, _ = one_device_runs
+  setting), 2 steps evaluated at the last, after ``out``'s VAE."""
   config = _two_step_config("ldm_pretrain", out)
   config.diffusion.prediction = "v"
   config.diffusion.schedule.zero_terminal_snr = True
   config.eval_every = 2
-  return _straight_and_resumed(config, tmp_path_factory.mktemp("v_prediction"),
-                               stage_compile_cache)
+  return config
+
+
+@pytest.fixture(scope="module")
+def v_prediction_run(one_device_runs, tmp_path_factory, stage_compile_cache) -> Path:
+  """`_v_prediction_config` trained: its workdir."""
+  out = tmp_path_factory.mktemp("v_prediction") / "run"
+  with train_configs.compile_cache(stage_compile_cache):
+    train.run(_v_prediction_config(one_device_runs[0]), out, progress=False)
+  return out
 
 
 def test_every_stage_writes_metrics_and_checkpoints(one_device_runs):
@@ -154,6 +159,8 @@ def test_stage2_freezes_stage1_bitwise(one_device_runs):
     assert np.array_equal(stage2[name], value), name
 
 
+# test_models.py checks the same in memory; test_end_to_end, the loaded parameters.
+@pytest.mark.slow
 def test_stage2_starts_as_stage1(one_device_runs):
   """Stage 2 loaded from stage 1 predicts exactly what stage 1 predicts."""
   out, _ = one_device_runs
@@ -269,20 +276,20 @@ def _resumed_rtol() -> float:
   return 1e-6 if exact else 1e-3
 
 
-@pytest.mark.parametrize("stage", ["ldm_pretrain", "ldm_freq_attn", "renderer"])
+# Stage 1 runs the LDM task as stage 2 does: slow.
+@pytest.mark.parametrize("stage", [pytest.param("ldm_pretrain", marks=pytest.mark.slow),
+                                   "ldm_freq_attn", "renderer"])
 def test_a_stage_stopped_after_a_checkpoint_resumes_with_the_same_losses(
-    stage, one_device_runs, request, tmp_path, stage_compile_cache):
+    stage, one_device_runs, tmp_path, stage_compile_cache):
   """The LDM stages and the renderer (the VAE: `test_preemption`), stopped
   after saving step 1 and resumed: step 2 has the straight run's loss,
   parameters and statistics (and evaluation, where there is one); step 2
-  trained, at a non-zero learning rate. Stage 1 is the v-prediction run
-  (`v_prediction_runs`); stage 2 (frequency attention alone trains) starts
-  from `one_device_runs`' ε stage 1."""
-  if stage == "ldm_pretrain":
-    runs = request.getfixturevalue("v_prediction_runs")
-  else:
-    runs = _straight_and_resumed(_two_step_config(stage, one_device_runs[0]), tmp_path,
-                                 stage_compile_cache)
+  trained, at a non-zero learning rate. Stage 1 predicts v
+  (`_v_prediction_config`); stage 2 (frequency attention alone trains)
+  starts from `one_device_runs`' ε stage 1."""
+  configure = _v_prediction_config if stage == "ldm_pretrain" else (
+      lambda out: _two_step_config(stage, out))
+  runs = _straight_and_resumed(configure(one_device_runs[0]), tmp_path, stage_compile_cache)
   straight, resumed = runs["straight"], runs["resumed"]
   losses = {name: [r for r in runs[f"{name}_records"] if "loss" in r]
             for name in ("straight", "resumed")}
@@ -384,6 +391,7 @@ def test_an_overflowing_gradient_norm_stops_the_run(tmp_path):
   assert checkpoint.manager(tmp_path, read_only=True).latest_step() is None
 
 
+@pytest.mark.slow
 def test_a_preemption_save_never_stores_diverged_parameters(tmp_path, monkeypatch):
   """A preemption save comes at any step, not only at logging or checkpoint
   steps: the steps since the last check are checked before it too."""
@@ -422,14 +430,14 @@ def test_command_line(tmp_path):
 
 
 def test_v_prediction_at_zero_terminal_snr_trains_and_stage2_must_match(one_device_runs,
-                                                                        v_prediction_runs,
+                                                                        v_prediction_run,
                                                                         tmp_path):
   """Stage 1 predicting v on a zero-terminal-SNR schedule (the `demo`
   setting) trains and logs its loss and held-out error under v's name; a
   stage 2 that would start from it with the ε setting is refused before
   any step."""
   out, _ = one_device_runs
-  run = v_prediction_runs["straight"]
+  run = v_prediction_run
   first, evaluation = metrics.read_metrics(run)[0], _last_eval(run)
   assert np.isfinite(first["v_mse"]) and "eps_mse" not in first
   assert np.isfinite(evaluation["eval/heldout_v_mse"])
@@ -502,7 +510,7 @@ def test_frequencies_per_example_are_one_or_all():
     check_config(config)
 
 
-def test_a_v_prediction_run_samples_at_zero_terminal_snr(v_prediction_runs):
+def test_a_v_prediction_run_samples_at_zero_terminal_snr(v_prediction_run):
   """The v-prediction run, loaded as `animate` loads it, keeps its schedule
   (alphabar of the last step exactly 0) and samples with v: its spectral
   volumes are finite, and the first DDIM step, at t = N - 1 where the
@@ -515,7 +523,7 @@ def test_a_v_prediction_run_samples_at_zero_terminal_snr(v_prediction_runs):
   from spectral_jax import diffusion
   from spectral_jax.diffusion import latents
   from spectral_jax.inference.loading import load_motion_model
-  model = load_motion_model(v_prediction_runs["straight"])
+  model = load_motion_model(v_prediction_run)
   alphas = np.asarray(model.schedule.alphas_cumprod, np.float64)
   assert alphas[-1] == 0 and np.all(alphas[:-1] > 0)
   options = model.options(num_steps=2)
