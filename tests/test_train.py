@@ -561,3 +561,39 @@ def test_a_v_prediction_run_samples_at_zero_terminal_snr(v_prediction_run):
   a_prev = alphas[timesteps[1]]
   expected = -np.sqrt(a_prev) * v + np.sqrt(1 - a_prev) * np.asarray(z, np.float64)[0]
   np.testing.assert_allclose(stepped[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_each_step_draws_its_noise_from_the_key_folded_with_its_step():
+  """The compiled step folds the run's key with the state's step: step s
+  draws from ``fold_in(key, s)``, so steps differ and a resumed step draws
+  what the straight run drew."""
+  import optax
+
+  class NoisyTask:
+    def loss(self, model, constants, batch, key):
+      del constants
+      noise = jax.random.normal(key, ())
+      return jnp.mean((model(batch["x"]) - noise) ** 2), {"noise": noise}
+
+  model = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  params = nnx.to_pure_dict(params)
+  labels = jax.tree.map(lambda _: "trainable", params)
+  tx = optax.sgd(0.1)
+  plan = train.StepPlan(task=NoisyTask(), mesh=None, graphdef=graphdef, abstract_params=None,
+                        labels=labels, tx=tx, learning_rate=optax.constant_schedule(0.1),
+                        shardings=None)
+  step_fn = jax.jit(train.make_train_step(plan))
+  key = jax.random.key(7)
+  batch = {"x": jnp.ones((2, 1))}
+  state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params), "constants": {}}
+  drawn = []
+  for _ in range(2):
+    state, metrics = step_fn(state, batch, key)
+    drawn.append(float(metrics["noise"]))
+  resumed = {**state, "step": jnp.int32(1)}
+  _, metrics = step_fn(resumed, batch, key)
+  expected = [float(jax.random.normal(jax.random.fold_in(key, s), ())) for s in (0, 1)]
+  assert drawn == expected and drawn[0] != drawn[1]
+  assert float(metrics["noise"]) == expected[1]
+  assert int(state["step"]) == 2
