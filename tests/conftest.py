@@ -32,7 +32,8 @@ def pytest_xdist_auto_num_workers(config):
   """``-n auto``: one test process per core, as memory allows."""
   del config
   memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-  cores = len(os.sched_getaffinity(0))
+  # The cores this process may run on (Linux), else all (macOS).
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   return max(1, min(cores, int(memory_gib // GIB_PER_WORKER), MAX_WORKERS))
 
 
