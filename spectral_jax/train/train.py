@@ -194,11 +194,12 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
                             keep=config.keep_checkpoints)
   batches = task.train_batches(jax.process_index(), jax.process_count())
   try:
-    state, start_step = _initial_state(config, plan, mngr, batches, constants)
+    abstract_state = plan.abstract_state(constants)
+    state, start_step = _initial_state(config, plan, abstract_state, mngr, batches, constants)
     first_batch = next(batches)
     # Compiled before the first batch is trained on: a wrong shape or a
     # memory blow-up fails here.
-    compiled = compile_step(plan, plan.abstract_state(constants), {
+    compiled = compile_step(plan, abstract_state, {
         name: jax.ShapeDtypeStruct((x.shape[0] * jax.process_count(),) + x.shape[1:], x.dtype)
         for name, x in first_batch.items()})
     if jax.process_index() == 0:
@@ -211,12 +212,12 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
     mngr.close()
 
 
-def _initial_state(config, plan: StepPlan, mngr, batches, constants) -> tuple[dict, int]:
+def _initial_state(config, plan: StepPlan, abstract: dict, mngr, batches,
+                   constants) -> tuple[dict, int]:
   """The state on the mesh and its step: resumed from the newest checkpoint
   in the run's workdir (``batches`` then continue where it saved them), or
   initialised (then the task may load some parameters from another run,
-  e.g. stage 1 into stage 2)."""
-  abstract = plan.abstract_state(constants)
+  e.g. stage 1 into stage 2). ``abstract``: `StepPlan.abstract_state`."""
   shardings = plan.shardings
   step, restored = checkpoint.restore_newest(
       mngr, abstract_params=abstract["params"], abstract_opt_state=abstract["opt_state"])
