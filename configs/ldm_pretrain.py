@@ -47,6 +47,13 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       # The layer across frequencies (models/freq_attention.py): none in
       # stage 1, whose spatial layers see each frequency on its own.
       "freq_attention": "none",
+      # jax.nn.dot_product_attention's kernel for spatial and frequency
+      # attention: "xla" (any platform) or "cudnn" (NVIDIA GPUs, bfloat16).
+      "attention_impl": "xla",
+      # What U-Net units keep for the backward pass: "none", "dots" (matrix
+      # products only) or "full" (only their inputs): less memory, more
+      # compute (layers.REMAT_POLICIES).
+      "remat": "none",
   })
   # Frequencies of each training example: one random bin (0: all K).
   config.data.freqs_per_example = 1

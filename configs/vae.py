@@ -34,6 +34,13 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       "norm_epsilon": 0.1,
       # Parameter-free pooling paths around encoder and decoder (models/vae.py).
       "shortcut": False,
+      # jax.nn.dot_product_attention's kernel: "xla" (any platform) or
+      # "cudnn" (NVIDIA GPUs, bfloat16).
+      "attention_impl": "xla",
+      # What blocks keep for the backward pass: "none", "dots" (matrix
+      # products only) or "full" (only their inputs): less memory, more
+      # compute (layers.REMAT_POLICIES).
+      "remat": "none",
   })
   config.loss = ml_collections.ConfigDict({
       "l1_weight": 1.0, "gradient_weight": 0.2, "kl_weight": 1e-6, "num_scales": 3})

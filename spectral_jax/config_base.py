@@ -79,7 +79,10 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
       "heartbeat_timeout_s": 100,
       # How long processes wait for each other at start-up.
       "initialization_timeout_s": 300})
-  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  # Device mesh (`sharding.make_mesh`): batches split over data x fsdp,
+  # large parameters over fsdp; dcn_data: slices the data axis spans
+  # (multi-slice TPU pods).
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "dcn_data": 1})
   # With fsdp > 1, parameters of at least this many elements are split.
   config.fsdp_min_size = 2**16
   # What trains; the rest is frozen. A module group of
@@ -91,6 +94,9 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
   # parameters it lacks keep their initialisation).
   config.init_from = ""
   config.dtype = "float32"
+  # Steps (first, last) traced with jax.profiler into WORKDIR/profile (for
+  # TensorBoard's profile plugin or Perfetto); (0, 0): none.
+  config.profile_steps = (0, 0)
 
   config.optimizer = ml_collections.ConfigDict({
       "name": "adam", "learning_rate": 1e-4, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0,
@@ -220,6 +226,8 @@ _RANGES = {
     "diffusion.cond_drop": _real(0, 1),
     "diffusion.schedule.num_steps": _int(1),
     "diffusion.prediction": ("epsilon", "v"),
+    "model.attention_impl": ("xla", "cudnn"),  # models/layers.ATTENTION_IMPLEMENTATIONS
+    "model.remat": ("none", "dots", "full"),  # models/layers.REMAT_POLICIES
     "sampling.num_steps": _int(1),
     "sampling.guidance_scale": _real(0),
     "sampling.eta": _real(0, 1),  # 0: deterministic DDIM, 1: ancestral.
@@ -247,10 +255,21 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       problem = _problem(node, rule)
       if problem:
         raise ValueError(f"config.{field} {problem}")
+  if "profile_steps" in config:
+    _check_profile_steps(tuple(config.profile_steps), config.num_steps)
   if "distributed" in config:
     _check_distributed(config.distributed)
   if "diffusion" in config:
     _check_diffusion(config.diffusion)
+
+
+def _check_profile_steps(steps: tuple, num_steps: int) -> None:
+  if steps == (0, 0):
+    return
+  if (len(steps) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps)
+      or not 1 <= steps[0] <= steps[1] <= num_steps):
+    raise ValueError(f"config.profile_steps must be (first, last) with 1 <= first <= last <= "
+                     f"num_steps={num_steps}, or (0, 0) for none; got {steps}")
 
 
 def _check_diffusion(settings: ml_collections.ConfigDict) -> None:

@@ -15,6 +15,7 @@ from typing import Mapping
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp")
@@ -23,11 +24,21 @@ BATCH_AXES = MESH_AXES  # The leading axis of a batch is split over both.
 
 def make_mesh(axis_sizes: Mapping[str, int], devices=None) -> Mesh:
   """Mesh over ``devices`` (default: all) with ``MESH_AXES`` sized by
-  ``axis_sizes`` (e.g. ``{"data": -1, "fsdp": 1}``; one size may be -1)."""
-  devices = jax.devices() if devices is None else devices
-  unknown = set(axis_sizes) - set(MESH_AXES)
+  ``axis_sizes`` (e.g. ``{"data": -1, "fsdp": 1}``; one size may be -1),
+  laid out along the devices' physical interconnect (on a TPU slice,
+  neighbours on an axis are neighbours on the torus).
+
+  ``axis_sizes["dcn_data"]`` (default 1): how many slices (device groups
+  joined by the data-centre network, not by the chips' interconnect) the
+  ``data`` axis spans; ``fsdp``, whose all-gathers run every layer, and the
+  rest of ``data`` stay within a slice, so only the gradients' all-reduce
+  crosses slices.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  unknown = set(axis_sizes) - set(MESH_AXES) - {"dcn_data"}
   if unknown:
-    raise ValueError(f"unknown mesh axes {sorted(unknown)}; the mesh has {MESH_AXES}")
+    raise ValueError(f"unknown mesh axes {sorted(unknown)}; the mesh has {MESH_AXES} "
+                     "and dcn_data")
   sizes = [int(axis_sizes.get(name, 1)) for name in MESH_AXES]
   if sizes.count(-1) > 1:
     raise ValueError(f"at most one mesh axis may be -1, got {dict(axis_sizes)}")
@@ -39,7 +50,15 @@ def make_mesh(axis_sizes: Mapping[str, int], devices=None) -> Mesh:
   if math.prod(sizes) != len(devices):
     raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
                      f"there are {len(devices)}")
-  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+  slices = int(axis_sizes.get("dcn_data", 1))
+  if slices < 1 or sizes[0] % slices:
+    raise ValueError(f"mesh.dcn_data={slices} does not divide the data axis of {sizes[0]}")
+  if slices == 1:
+    grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+  else:
+    grid = mesh_utils.create_hybrid_device_mesh(
+        [sizes[0] // slices, sizes[1]], [slices, 1], devices, allow_split_physical_axes=True)
+  return Mesh(grid, MESH_AXES)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -9,6 +9,7 @@ run a little more: a few seconds each.
 """
 
 import errno
+import importlib.util
 import json
 import os
 import shutil
@@ -121,7 +122,10 @@ def test_motion_refuses_negative_start(videos, tmp_path):
      "config.log_every must be at least 1, got 0"),
     (f"{CONFIGS / 'ldm_pretrain.py'}:tiny", "--config.optimizer.b2=1.0",
      "config.optimizer.b2 must be in [0, 1), got 1.0"),
-], ids=["missing_file", "misspelt_override", "num_steps", "log_every", "adam_b2"])
+    (f"{CONFIGS / 'vae.py'}:tiny", "--config.profile_steps=(550,700)",
+     "config.profile_steps must be (first, last) with 1 <= first <= last <= num_steps=600"),
+], ids=["missing_file", "misspelt_override", "num_steps", "log_every", "adam_b2",
+        "profile_steps"])
 def test_train_refuses_bad_config(tmp_path, config, override, message):
   result = _run([sys.executable, "-m", "spectral_jax.train", "--config", config,
                  "--workdir", tmp_path / "run", *([override] if override else [])],
@@ -132,6 +136,27 @@ def test_train_refuses_bad_config(tmp_path, config, override, message):
   assert message in error, error
   if "learnin_rate" in (override or ""):
     assert "did you mean 'optimizer.learning_rate'?" in error, error
+  assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--topology", "v5e:2x2", "--config.batch_size=0"],
+     "config.batch_size must be at least 1, got 0"),
+    (["--topology", "tpu7:2x2"], "unknown topology 'tpu7:2x2'"),
+    (["--topology", "v5e:2x2"], "libtpu is not installed, and compiling for a TPU needs it: "
+                                "pip install -e '.[tpu]'"),
+], ids=["config", "topology", "libtpu"])
+def test_compile_for_a_tpu_refuses_bad_input(tmp_path, argv, message):
+  """`python -m spectral_jax.train.compile` in this environment, which has
+  no libtpu (the tpu extra's tests, tests/test_compile_tpu.py, run in one
+  that has it)."""
+  if message.startswith("libtpu") and importlib.util.find_spec("libtpu"):
+    pytest.skip("libtpu is installed here")
+  result = _run([sys.executable, "-m", "spectral_jax.train.compile", "--config",
+                 f"{CONFIGS / 'vae.py'}:tiny", *argv], cwd=tmp_path)
+  assert result.returncode == 2
+  assert result.stderr == _error_line(result) + "\n", result.stderr
+  assert message in result.stderr, result.stderr
   assert list(tmp_path.iterdir()) == []
 
 
@@ -346,7 +371,7 @@ def test_train_on_a_full_disk_fails_in_one_line(tmp_path):
       "def full(*args, **kwargs):\n"
       "  raise OSError(errno.ENOSPC, 'No space left on device')\n"
       "train.run = full\n"
-      "app.run(cli.main, flags_parser=cli._parse_flags)\n")
+      "app.run(cli.main, flags_parser=cli.parse_flags)\n")
   workdir = tmp_path / "run"
   result = _run([sys.executable, "-c", script, "--config", f"{CONFIGS / 'vae.py'}:tiny",
                  "--workdir", workdir], cwd=tmp_path)

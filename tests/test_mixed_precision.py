@@ -224,9 +224,10 @@ def _forward(stage: str, config):
 
 # The share of convolutions and matmuls in bfloat16; the rest are float32 on
 # purpose (the VAE's latent moments; the renderer's scale 0, which carries
-# the picture, and its softmax-splat weights). Measured: VAE 45 of 46,
-# U-Nets all, renderer 50 of 78.
-BFLOAT16_SHARE = {"vae": 0.95, "ldm_pretrain": 1.0, "ldm_freq_attn": 1.0, "renderer": 0.6}
+# the picture, and its softmax-splat weights, traced once per platform
+# branch of the splat). Measured: VAE 45 of 46, U-Nets all, renderer 50 of
+# 86.
+BFLOAT16_SHARE = {"vae": 0.95, "ldm_pretrain": 1.0, "ldm_freq_attn": 1.0, "renderer": 0.55}
 
 
 @pytest.mark.parametrize("stage", STAGES)

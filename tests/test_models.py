@@ -1,6 +1,7 @@
 """Motion VAE and diffusion U-Net: shapes, conditioning, stage 1 → 2 (frequency
 attention chosen by config, what trains in stage 2, old configs), training."""
 
+import sys
 from pathlib import Path
 
 import jax
@@ -337,8 +338,9 @@ class _Gain(nnx.Module):
   """A frequency-attention variant for the tests: ``x * (1 + gain)`` per
   channel, the identity at initialisation."""
 
-  def __init__(self, channels: int, num_heads: int, num_freqs: int, *, dtype, rngs: nnx.Rngs):
-    del num_heads, num_freqs, dtype, rngs
+  def __init__(self, channels: int, num_heads: int, num_freqs: int, *, dtype, attention_impl,
+               rngs: nnx.Rngs):
+    del num_heads, num_freqs, dtype, attention_impl, rngs
     self.gain = nnx.Param(jnp.zeros((channels,)))
 
   def __call__(self, x, freq_index):
@@ -453,3 +455,138 @@ def test_vae_gradient_on_a_still_map_stays_small():
   still = jnp.zeros_like(moving)
   assert np.isfinite(gradient_norm(still))
   assert gradient_norm(still) < 10 * gradient_norm(moving)
+
+
+def _attention_float64(layer: layers.SelfAttention, tokens: np.ndarray) -> np.ndarray:
+  """`layers.SelfAttention` in NumPy float64: per head, softmax(q kᵀ / √d) v."""
+  def dense(module, x):
+    return x @ np.asarray(module.kernel[...], np.float64) + np.asarray(module.bias[...],
+                                                                        np.float64)
+  n, length, channels = tokens.shape
+  heads = layer.num_heads
+  qkv = dense(layer.qkv, tokens.astype(np.float64)).reshape(n, length, 3, heads, -1)
+  q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # [N, heads, L, d]
+  logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+  weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  weights /= weights.sum(axis=-1, keepdims=True)
+  attended = (weights @ v).transpose(0, 2, 1, 3).reshape(n, length, channels)
+  return dense(layer.out, attended)
+
+
+@pytest.mark.parametrize("implementation", [
+    "xla", pytest.param("cudnn", marks=pytest.mark.skipif(
+        jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU"))])
+def test_self_attention_is_multi_head_softmax_attention(implementation):
+  """Every `model.attention_impl` computes the same attention as a float64
+  loop over heads (cuDNN's runs in bfloat16: its tolerance is bfloat16's)."""
+  dtype = jnp.float32 if implementation == "xla" else jnp.bfloat16
+  layer = layers.SelfAttention(32, 4, dtype=dtype, implementation=implementation,
+                               rngs=nnx.Rngs(0))
+  tokens = np.random.default_rng(0).normal(size=(3, 10, 32)).astype(np.float32)
+  with jax.default_matmul_precision("highest"):
+    got = np.asarray(layer(jnp.asarray(tokens)), np.float64)
+  tolerance = 1e-5 if dtype == jnp.float32 else 5e-2
+  np.testing.assert_allclose(got, _attention_float64(layer, tokens), rtol=tolerance,
+                             atol=tolerance)
+
+
+def test_an_unknown_attention_implementation_is_refused():
+  with pytest.raises(ValueError, match="unknown attention implementation 'flash'; one of xla"):
+    layers.SelfAttention(32, 4, implementation="flash", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("stage", ["vae", "ldm_freq_attn"])
+def test_the_config_chooses_the_attention_implementation(stage):
+  """``model.attention_impl`` reaches every attention layer of the network
+  (spatial and frequency attention)."""
+  from spectral_jax.config_base import load_config_file
+  config = load_config_file(Path(__file__).parent.parent / "configs" / f"{stage}.py", "tiny",
+                            {"model.attention_impl": "cudnn"})
+  model = nnx.eval_shape(lambda: (build.build_vae if stage == "vae" else build.build_unet)(
+      config, nnx.Rngs(0)))
+  found = [node.implementation for _, node in nnx.iter_graph(model)
+           if isinstance(node, layers.SelfAttention)]
+  assert found and set(found) == {"cudnn"}
+
+
+def test_a_rematerialised_unit_has_the_same_gradients():
+  """One U-Net unit (residual block, spatial and frequency attention, all
+  with non-zero weights) run through `layers.rematerialised`: "dots" and
+  "full" give the gradients of "none" to float32 rounding."""
+  unit = unet._Unit(8, 8, 16, attention=True, num_heads=2, freq_attention="attention",
+                    num_freqs=3, min_channels_per_group=4, attention_impl="xla",
+                    dtype=jnp.float32, rngs=nnx.Rngs(0))
+  graphdef, params = functional.split_params(unit)
+  params = jax.tree.map(lambda p, k: p + 0.1 * jax.random.normal(k, p.shape), params,
+                        jax.tree.unflatten(jax.tree.structure(params), list(
+                            jax.random.split(jax.random.key(1), len(jax.tree.leaves(params))))))
+  x = jax.random.normal(jax.random.key(2), (6, 4, 4, 8))
+  emb = jax.random.normal(jax.random.key(3), (6, 16))
+  freq = jnp.tile(jnp.arange(3), (2, 1))
+  grads = {}
+  for remat in layers.REMAT_POLICIES:
+    call = layers.rematerialised(unet._Unit.__call__, remat, static_argnums=(4,))
+    loss = lambda p, x: jnp.square(call(functional.merge(graphdef, p), x, emb, freq, True)).sum()
+    with jax.default_matmul_precision("highest"):
+      grads[remat] = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+  # Sums that cancel to near 0 differ by rounding of the largest terms.
+  for remat in ("dots", "full"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max())), grads[remat], grads["none"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["vae", "ldm_freq_attn"])
+def test_rematerialisation_keeps_the_gradients(stage):
+  """``model.remat`` "dots" and "full" through a whole network: the loss's
+  gradients are those of "none" to float32 rounding. (What it saves shows
+  on a TPU: `test_compile_tpu.py`.)"""
+  sys.path.insert(0, str(Path(__file__).parent))
+  import train_configs
+  grads = {}
+  for remat in ("none", "dots", "full"):
+    config = train_configs.load_config(stage)
+    config.model.remat = remat
+    if stage == "vae":
+      model = build.build_vae(config, nnx.Rngs(0))
+      x = jax.random.normal(jax.random.key(1), (2, 16, 16, 4))
+      loss = lambda m: vae.vae_loss(m, x, jax.random.key(2))[0]
+    else:
+      model = build.build_unet(config, nnx.Rngs(0))
+      # Zero-initialised layers (frequency attention's output, residual
+      # blocks') get weights, so that their recomputation matters too.
+      state = nnx.state(model, nnx.Param)
+      leaves, tree = jax.tree.flatten(state)
+      keys = jax.random.split(jax.random.key(3), len(leaves))
+      nnx.update(model, jax.tree.unflatten(tree, [
+          leaf + 0.05 * jax.random.normal(key, leaf.shape) for leaf, key in zip(leaves, keys)]))
+      z = jax.random.normal(jax.random.key(1), (2, 3, 4, 8, 4))
+      image = jax.random.uniform(jax.random.key(2), (2, 16, 32, 3), minval=-1, maxval=1)
+      freq = jnp.tile(jnp.arange(3), (2, 1))
+      loss = lambda m: jnp.square(m(z, jnp.array([10, 500]), image, freq,
+                                    jnp.array([True, False]))).mean()
+    graphdef, params = functional.split_params(model)
+    with jax.default_matmul_precision("highest"):
+      grads[remat] = jax.jit(jax.grad(lambda p: loss(functional.merge(graphdef, p))))(params)
+  for remat in ("dots", "full"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 grads[remat], grads["none"])
+
+
+def test_an_unknown_remat_is_refused():
+  with pytest.raises(ValueError, match="unknown remat 'some'; one of none, dots, full"):
+    unet.MotionUNet(base_channels=8, channel_mults=(1,), num_heads=2, remat="some",
+                    rngs=nnx.Rngs(0))
+
+
+def test_a_network_built_for_inference_has_no_training_only_settings():
+  """A run trained with cuDNN attention and rematerialisation loads for
+  sampling as XLA attention without remat (cuDNN would fail on a CPU)."""
+  from spectral_jax.config_base import load_config_file
+  config = load_config_file(Path(__file__).parent.parent / "configs" / "ldm_freq_attn.py",
+                            "tiny", {"model.attention_impl": "cudnn", "model.remat": "full"})
+  for inference, expected in ((False, ("cudnn", "full")), (True, ("xla", "none"))):
+    model = nnx.eval_shape(lambda: build.build_unet(config, nnx.Rngs(0), inference=inference))
+    found = {node.implementation for _, node in nnx.iter_graph(model)
+             if isinstance(node, layers.SelfAttention)}
+    assert (found, model.remat) == ({expected[0]}, expected[1])

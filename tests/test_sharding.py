@@ -23,7 +23,7 @@ class FakeDevice:
 
   def __init__(self, index: int):
     self.id = index
-    self.platform = "cpu"
+    self.platform = self.device_kind = "cpu"
     self.process_index = 0
 
   def __repr__(self):
@@ -64,8 +64,9 @@ def test_make_mesh_sizes(sizes, expected):
 
 
 def test_make_mesh_orders_devices_data_major():
-  """Devices fill the mesh in the order given, ``fsdp`` fastest: an ``fsdp``
-  group is consecutive devices."""
+  """Devices without a physical topology (CPUs) fill the mesh in the order
+  given, ``fsdp`` fastest: an ``fsdp`` group is consecutive devices. (TPU
+  slices are laid out along their torus: tests/test_compile_tpu.py.)"""
   mesh = sharding.make_mesh({"data": 4, "fsdp": 2}, DEVICES)
   ids = np.vectorize(lambda device: device.id)(mesh.devices)
   np.testing.assert_array_equal(ids, np.arange(8).reshape(4, 2))
@@ -77,6 +78,7 @@ def test_make_mesh_orders_devices_data_major():
     ({"data": -1, "fsdp": 3}, "8 devices do not split into mesh"),
     ({"data": 2, "fsdp": 2}, "needs 4 devices, there are 8"),
     ({"data": 4, "fsdp": 4}, "needs 16 devices, there are 8"),
+    ({"data": 4, "fsdp": 2, "dcn_data": 3}, "mesh.dcn_data=3 does not divide the data axis"),
 ])
 def test_make_mesh_refuses_bad_sizes(sizes, message):
   with pytest.raises(ValueError, match=message):

@@ -346,3 +346,15 @@ def test_batch_sharded_splat_and_renderer_have_no_collectives():
 if __name__ == "__main__":
   print(f"devices={jax.device_count()}")
   print(json.dumps(_collectives_in_sharded_programs()))
+
+
+@pytest.mark.parametrize("platform, loops", [("cpu", 1), ("tpu", 0), ("cuda", 0)])
+def test_the_cpu_blocking_follows_the_platform_the_program_is_lowered_for(platform, loops):
+  """The scatter runs in cache-sized blocks (a loop) only in a program
+  lowered for a CPU: one lowered here for a TPU or a GPU, as an
+  ahead-of-time compile from this CPU does, scatters each image at once."""
+  features = jnp.ones((2, 64, 96, 8))
+  flow, metric = jnp.zeros((2, 64, 96, 2)), jnp.ones((2, 64, 96, 1))
+  lowered = jax.jit(splat.softmax_splat).trace(features, flow, metric).lower(
+      lowering_platforms=(platform,))
+  assert lowered.as_text().count("stablehlo.while") == loops

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import train_configs  # noqa: E402
 
 from spectral_jax import checkpoint
-from spectral_jax.train import metrics, train  # noqa: E402
+from spectral_jax.train import chips, metrics, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,10 @@ def test_every_stage_writes_metrics_and_checkpoints(one_device_runs):
   for stage in ("vae", "ldm_pretrain", "ldm_freq_attn"):
     records = metrics.read_metrics(out / stage)
     assert records[0]["step"] == 1 and np.isfinite(records[0]["loss"])
+    # Throughput; no MFU on a CPU, whose peak the table does not give.
+    assert records[0]["step_seconds"] > 0 and records[0]["flops_per_step_per_device"] > 0
+    assert records[0]["examples_per_s"] == pytest.approx(8 / records[0]["step_seconds"])
+    assert "mfu" not in records[0]
     assert any(key.startswith("eval/") for r in records for key in r)
     assert list((out / stage / "tensorboard").iterdir())
     config, stats, step = checkpoint.read_config(out / stage)
@@ -100,6 +104,63 @@ def test_every_stage_writes_metrics_and_checkpoints(one_device_runs):
     assert len(stats["normalization"]["scales"]) == 4
   _, vae_stats, _ = checkpoint.read_config(out / "vae")
   assert len(vae_stats["latent"]["mean"]) == 4 and min(vae_stats["latent"]["std"]) > 0
+
+
+def test_mfu_is_the_step_flops_over_the_device_peak():
+  """A step of 2.5e12 FLOPs a device in 0.01 s on an H100 (989 TFLOP/s
+  bf16 dense) runs at 25.3% of the peak."""
+  cost = train.StepCost(2.5e12, chips.chip_of_device("NVIDIA H100 80GB HBM3").peak_bf16_flops)
+  assert cost.rates(0.01) == {"flops_per_step_per_device": 2.5e12,
+                              "mfu": pytest.approx(2.5e14 / 989e12)}
+  assert chips.chip_of_device("NVIDIA H100 PCIe").peak_bf16_flops == 756e12
+  assert chips.chip_of_device("cpu") is None
+  assert train.StepCost(None, None).rates(0.01) == {}
+
+
+def test_profile_steps_are_traced_with_their_numbers(one_device_runs):
+  """The VAE run's ``profile_steps=(1, 1)``: one `jax.profiler` trace in
+  WORKDIR/profile whose step annotation names step 1, and its Perfetto
+  file."""
+  out, _ = one_device_runs
+  traces = list((out / "vae" / train.PROFILE_DIR).glob("plugins/profile/*/*.xplane.pb"))
+  assert len(traces) == 1, traces
+  profile = jax.profiler.ProfileData.from_file(str(traces[0]))
+  steps = [dict(event.stats)["step_num"] for plane in profile.planes for line in plane.lines
+           for event in line.events if event.name == "train_step"]
+  assert steps == [1], steps
+  assert list(traces[0].parent.glob("perfetto_trace.json.gz"))
+  assert not (out / "ldm_pretrain" / train.PROFILE_DIR).exists()
+
+
+@pytest.mark.parametrize("stage", ["vae", pytest.param("renderer", marks=pytest.mark.slow)])
+def test_evaluation_and_checkpoint_statistics_compile_once_per_run(stage):
+  """A task's second evaluation and second checkpoint statistics (the
+  VAE's latent whitening) reuse the programs the first compiled."""
+  from spectral_jax import sharding
+  from spectral_jax.models import functional
+  from spectral_jax.train import stages
+  config = train_configs.load_config(stage)
+  mesh = sharding.make_mesh(config.mesh)
+  task = stages.make_task(config, mesh, None)
+  graphdef, params = functional.split_params(task.make_model(nnx.Rngs(0)))
+  constants = task.constants()
+  compiles = []
+
+  def note(event, duration, **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(note)
+  try:
+    for _ in range(2):
+      first = len(compiles)
+      evaluation = task.evaluate(graphdef, params, constants)
+      task.stats(graphdef, params, constants)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(note)
+  assert evaluation and compiles[first:] == []
+  assert compiles[:first], "the first evaluation compiled nothing: the test sees no compiles"
 
 
 def test_the_one_step_trained(one_device_runs):
@@ -264,6 +325,36 @@ def test_trained_models_load_and_other_stages_are_refused(one_device_runs):
     load_vae(out / "ldm_pretrain", None)
   with pytest.raises(ValueError, match="'vae' run"):
     load_motion_model(out / "vae")
+
+
+def _shapes(tree):
+  return jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype)), tree)
+
+
+@pytest.mark.parametrize("stage", ["vae", "ldm_freq_attn", "renderer"])
+def test_a_step_from_configs_alone_has_the_shapes_of_its_task(one_device_runs, stage):
+  """What `spectral_jax.train.compile` compiles, a stage's step built from
+  configs alone (`stages.make_step`; no data, no VAE run, no VGG16
+  weights), has the constants and batches of the task that trains it."""
+  from spectral_jax import sharding
+  from spectral_jax.train import stages
+  out, _ = one_device_runs
+  config = (train_configs.load_config(stage) if stage == "renderer"
+            else checkpoint.read_config(out / stage)[0])
+  vae_config = checkpoint.read_config(out / "vae")[0] if stage.startswith("ldm") else None
+  mesh = sharding.make_mesh(config.mesh)
+  task = stages.make_task(config, mesh, out / stage)
+  step = stages.make_step(config, vae_config)
+  assert _shapes(step.abstract_constants()) == _shapes(task.constants())
+  batches = task.train_batches(0, 1)
+  try:
+    assert _shapes(step.batch_shapes(config.batch_size)) == _shapes(next(batches))
+  finally:
+    batches.close()
+  abstract_state = train.plan_step(config, step, mesh, step.abstract_constants()).abstract_state
+  real_state = train.plan_step(config, task, mesh, task.constants()).abstract_state
+  assert (_shapes(abstract_state(step.abstract_constants()))
+          == _shapes(real_state(task.constants())))
 
 
 def _resumed_rtol() -> float:

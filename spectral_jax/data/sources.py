@@ -119,6 +119,14 @@ def clip_timing(data_config) -> tuple[int, float]:
   return data_config.synthetic.num_frames, float(data_config.synthetic.fps)
 
 
+def render_frame_count(data_config) -> int:
+  """Frames (with their displacements) per example of the ``data`` config
+  block's source, for the renderer (0: none kept)."""
+  if data_config.dir:
+    return dataset.load_clip_config(data_config.dir).num_render_frames
+  return data_config.synthetic.num_render_frames
+
+
 def normalization(data_config) -> NormalizationStats:
   """The per-frequency scales of the training data, for ``data.percentile``:
   saved beside a prepared data set (recomputed from its saved histogram if

@@ -29,6 +29,7 @@ rest of the code does not care where they came from.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -99,10 +100,10 @@ def write(checkpoint_dir, out_dir, *, dtype: str = "float32") -> dict:
           f"{checkpoint_dir}: no {' and no '.join(missing)} run in it (a folder of training "
           "runs: a renderer run and an ldm_freq_attn or ldm_pretrain run)")
     unet, motion_config, motion_stats, motion_step = checkpoint.load_model(
-        runs["motion"], build_unet, MOTION_STAGES)
+        runs["motion"], functools.partial(build_unet, inference=True), MOTION_STAGES)
     pin = motion_stats["vae"]
     vae_dir = loading.pinned_vae_dir(runs["motion"], pin)
-    vae, vae_config, _, vae_step = checkpoint.load_model(vae_dir, build_vae, ("vae",),
+    vae, vae_config, _, vae_step = checkpoint.load_model(vae_dir, functools.partial(build_vae, inference=True), ("vae",),
                                                          step=pin["step"])
     renderer, renderer_config, renderer_stats, renderer_step = checkpoint.load_model(
         runs["renderer"], build_renderer, ("renderer",))
@@ -223,9 +224,11 @@ def load_motion_model(directory, device=None, *, manifest: dict | None = None) -
   `loading.load_motion_model` returns a run's."""
   manifest = manifest or read_manifest(directory)
   entry = manifest["motion"]
-  unet, config = _load_network(directory, entry, build_unet, device)
+  unet, config = _load_network(directory, entry, functools.partial(build_unet, inference=True),
+                               device)
   config.sampling = ml_collections.ConfigDict(entry["sampling"])
-  vae, _ = _load_network(directory, manifest["vae"], build_vae, device)
+  vae, _ = _load_network(directory, manifest["vae"], functools.partial(build_vae, inference=True),
+                         device)
   latent = {name: np.asarray(entry["latent"][name], np.float32) for name in ("mean", "std")}
   # On the default device, as the run loader leaves them, unless one is asked for.
   latent = jax.tree.map(jnp.asarray, latent) if device is None else jax.device_put(latent, device)

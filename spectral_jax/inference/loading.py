@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import functools
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -37,6 +38,11 @@ from spectral_jax.models.build import (
 )
 from spectral_jax.models.renderer import Renderer
 from spectral_jax.motion.normalize import NormalizationStats
+
+# Networks loaded to sample, render or stay frozen in another stage run with
+# no training-only settings (`build.TRAINING_ONLY_SETTINGS`).
+_INFERENCE_VAE = functools.partial(build_vae, inference=True)
+_INFERENCE_UNET = functools.partial(build_unet, inference=True)
 
 
 def vae_pin(vae_workdir, step: int, motion_workdir) -> dict:
@@ -76,7 +82,8 @@ def load_vae(workdir, mesh=None, step: int | None = None) -> LoadedVAE:
   if not workdir:
     raise ValueError("the LDM stages need a trained VAE: --config.vae_from=VAE_WORKDIR")
   from spectral_jax import checkpoint
-  vae, _, stats, step = checkpoint.load_model(workdir, build_vae, ("vae",), mesh, step)
+  vae, _, stats, step = checkpoint.load_model(workdir, _INFERENCE_VAE, ("vae",), mesh,
+                                                step)
   latent = {name: np.asarray(stats["latent"][name], np.float32) for name in ("mean", "std")}
   return LoadedVAE(vae, NormalizationStats.from_json(stats["normalization"]), latent,
                    Path(workdir).absolute(), step)
@@ -86,7 +93,7 @@ def load_motion_model(workdir, mesh=None) -> MotionModel:
   """The latest checkpoint of an ``ldm_pretrain`` or ``ldm_freq_attn`` run
   with the VAE checkpoint it pins, on ``mesh`` (default: one device)."""
   from spectral_jax import checkpoint
-  unet, config, stats, _ = checkpoint.load_model(workdir, build_unet, MOTION_STAGES, mesh)
+  unet, config, stats, _ = checkpoint.load_model(workdir, _INFERENCE_UNET, MOTION_STAGES, mesh)
   pin = stats["vae"]
   loaded = load_vae(pinned_vae_dir(workdir, pin), mesh, pin["step"])
   latent = {name: jnp.asarray(stats["latent"][name], jnp.float32) for name in ("mean", "std")}

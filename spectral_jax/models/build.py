@@ -41,16 +41,33 @@ def motion_config(config) -> ml_collections.ConfigDict:
   return config
 
 
-def build_vae(config, rngs: nnx.Rngs) -> SpectralVAE:
-  """The VAE of a ``vae`` run (its ``model`` block and dtype)."""
-  return SpectralVAE(**config.model.to_dict(), dtype=jnp.dtype(config.dtype), rngs=rngs)
+# Model settings that change how a network trains, not what it computes: a
+# network loaded for inference (`for_inference`) is built with these, so
+# that a run trained with cuDNN attention animates on a CPU.
+TRAINING_ONLY_SETTINGS = {"attention_impl": "xla", "remat": "none"}
 
 
-def build_unet(config, rngs: nnx.Rngs) -> MotionUNet:
+def _model_settings(config, inference: bool) -> dict:
+  settings = config.model.to_dict()
+  if inference:
+    settings.update({name: value for name, value in TRAINING_ONLY_SETTINGS.items()
+                     if name in settings})
+  return settings
+
+
+def build_vae(config, rngs: nnx.Rngs, *, inference: bool = False) -> SpectralVAE:
+  """The VAE of a ``vae`` run (its ``model`` block and dtype; with
+  ``inference``, `TRAINING_ONLY_SETTINGS` replace the block's)."""
+  return SpectralVAE(**_model_settings(config, inference), dtype=jnp.dtype(config.dtype),
+                     rngs=rngs)
+
+
+def build_unet(config, rngs: nnx.Rngs, *, inference: bool = False) -> MotionUNet:
   """The U-Net of an LDM run (its ``model`` block, ``model.freq_attention``
-  included, and dtype)."""
+  included, and dtype; with ``inference``, `TRAINING_ONLY_SETTINGS` replace
+  the block's)."""
   config = motion_config(config)
-  return MotionUNet(**config.model.to_dict(), num_freqs=config.data.num_freqs,
+  return MotionUNet(**_model_settings(config, inference), num_freqs=config.data.num_freqs,
                     dtype=jnp.dtype(config.dtype), rngs=rngs)
 
 

@@ -4,7 +4,8 @@ of an example see each other.
 `MotionUNet` puts one after every unit, under the attribute ``freq_attn``,
 built by `make` from ``config.model.freq_attention``, a name in `VARIANTS`
 ("none": no layer, stage 1). A variant is a module
-``Variant(channels, num_heads, num_freqs, *, dtype, rngs)`` called as
+``Variant(channels, num_heads, num_freqs, *, dtype, attention_impl, rngs)``
+(``attention_impl``: `layers.ATTENTION_IMPLEMENTATIONS`) called as
 ``x [B * F, h, w, C], freq_index [B, F] int → [B * F, h, w, C]``: residual,
 and exactly the identity at initialisation, so that stage 2 loaded from
 stage 1 (``init_from``) starts as stage 1. To try one, write its class here
@@ -30,12 +31,13 @@ class FrequencyAttention(nnx.Module):
   """
 
   def __init__(self, channels: int, num_heads: int, num_freqs: int, *, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               attention_impl: str = "xla", rngs: nnx.Rngs):
     self.norm = nnx.LayerNorm(channels, epsilon=1e-6, dtype=dtype, param_dtype=jnp.float32,
                               rngs=rngs)
     self.pos_embed = nnx.Embed(num_freqs, channels, dtype=dtype, param_dtype=jnp.float32,
                                rngs=rngs)
-    self.attn = layers.SelfAttention(channels, num_heads, zero_init=True, dtype=dtype, rngs=rngs)
+    self.attn = layers.SelfAttention(channels, num_heads, zero_init=True, dtype=dtype,
+                                     implementation=attention_impl, rngs=rngs)
 
   def __call__(self, x, freq_index):
     """``x [B * F, h, w, C]``, ``freq_index [B, F]`` int → ``[B * F, h, w, C]``."""
@@ -52,13 +54,13 @@ VARIANTS = {"none": None, "attention": FrequencyAttention}
 
 
 def make(name: str, channels: int, num_heads: int, num_freqs: int, *, dtype,
-         rngs: nnx.Rngs) -> nnx.Module | None:
+         attention_impl: str = "xla", rngs: nnx.Rngs) -> nnx.Module | None:
   """The `VARIANTS` layer called ``name`` for ``channels``-wide maps; None for "none"."""
   if name not in VARIANTS:
     raise ValueError(f"unknown frequency attention {name!r}; one of {', '.join(VARIANTS)}")
   variant = VARIANTS[name]
   return None if variant is None else variant(channels, num_heads, num_freqs, dtype=dtype,
-                                              rngs=rngs)
+                                              attention_impl=attention_impl, rngs=rngs)
 
 
 def param_paths(model: nnx.Module) -> set[tuple]:

@@ -120,26 +120,56 @@ class Upsample(nnx.Module):
     return self.conv(x)
 
 
+# ``model.remat``: what a network's blocks keep for the backward pass.
+# "none": every activation; "dots": only the results of matrix products
+# (attention, linear layers; convolutions, norms and the rest are computed
+# again); "full": only each block's inputs (its inside is computed again).
+REMAT_POLICIES = {"none": None, "dots": jax.checkpoint_policies.checkpoint_dots,
+                  "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def rematerialised(call, remat: str, static_argnums: tuple[int, ...] = ()):
+  """``call(block, *args)`` keeping what `REMAT_POLICIES` ``[remat]``
+  keeps for the backward pass (``call`` itself for "none")."""
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat {remat!r}; one of {', '.join(REMAT_POLICIES)}")
+  if remat == "none":
+    return call
+  return nnx.remat(call, policy=REMAT_POLICIES[remat], static_argnums=static_argnums)
+
+
+# `jax.nn.dot_product_attention`'s kernels: XLA's (every platform; on a TPU
+# the one that compiles there) and cuDNN's fused flash attention (NVIDIA
+# GPUs, float16 and bfloat16).
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
+
+
 class SelfAttention(nnx.Module):
   """Multi-head self-attention over tokens ``[N, L, C]`` → ``[N, L, C]``
   (no norm, no residual: callers add those around it).
 
   ``zero_init`` zeroes the output projection (kernel and bias) so the result
-  is exactly 0 at initialisation.
+  is exactly 0 at initialisation. ``implementation``: the kernel of
+  `jax.nn.dot_product_attention`, one of `ATTENTION_IMPLEMENTATIONS`.
   """
 
   def __init__(self, channels: int, num_heads: int, *, zero_init: bool = False,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=jnp.float32, implementation: str = "xla", rngs: nnx.Rngs):
     if channels % num_heads:
       raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"unknown attention implementation {implementation!r}; one of "
+                       f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
     self.num_heads = num_heads
+    self.implementation = implementation
     self.qkv = linear(channels, 3 * channels, dtype=dtype, rngs=rngs)
     self.out = linear(channels, channels, zero_init=zero_init, dtype=dtype, rngs=rngs)
 
   def __call__(self, tokens):
     n, length, channels = tokens.shape
     qkv = self.qkv(tokens).reshape(n, length, 3, self.num_heads, channels // self.num_heads)
-    attended = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    attended = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2],
+                                            implementation=self.implementation)
     return self.out(attended.reshape(n, length, channels))
 
 
@@ -149,10 +179,11 @@ class SpatialAttention(nnx.Module):
 
   def __init__(self, channels: int, num_heads: int = 1, *, zero_init: bool = False,
                norm_epsilon: float = 1e-6, min_channels_per_group: int = 1, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               attention_impl: str = "xla", rngs: nnx.Rngs):
     self.norm = group_norm(channels, min_channels_per_group=min_channels_per_group,
                            epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
-    self.attn = SelfAttention(channels, num_heads, zero_init=zero_init, dtype=dtype, rngs=rngs)
+    self.attn = SelfAttention(channels, num_heads, zero_init=zero_init, dtype=dtype,
+                              implementation=attention_impl, rngs=rngs)
 
   def __call__(self, x):
     n, h, w, c = x.shape

@@ -60,15 +60,17 @@ class _Unit(nnx.Module):
   ``freq_attention``: a `freq_attention.VARIANTS` name."""
 
   def __init__(self, in_channels, out_channels, emb_channels, *, attention, num_heads,
-               freq_attention, num_freqs, min_channels_per_group, dtype, rngs):
+               freq_attention, num_freqs, min_channels_per_group, attention_impl, dtype, rngs):
     self.res = layers.ResBlock(in_channels, out_channels, emb_channels, zero_init=True,
                                min_channels_per_group=min_channels_per_group, dtype=dtype,
                                rngs=rngs)
     self.attn = (layers.SpatialAttention(out_channels, num_heads, zero_init=True,
                                          min_channels_per_group=min_channels_per_group,
-                                         dtype=dtype, rngs=rngs) if attention else None)
+                                         dtype=dtype, attention_impl=attention_impl,
+                                         rngs=rngs) if attention else None)
     self.freq_attn = freq_attention_lib.make(freq_attention, out_channels, num_heads, num_freqs,
-                                             dtype=dtype, rngs=rngs)
+                                             dtype=dtype, attention_impl=attention_impl,
+                                             rngs=rngs)
 
   def __call__(self, x, emb, freq_index, use_freq_attention: bool = True):
     x = self.res(x, emb)
@@ -112,13 +114,19 @@ class MotionUNet(nnx.Module):
                attention_levels: Sequence[int] = (1, 2), num_heads: int = 8, num_freqs: int = 16,
                freq_attention: str = "none", image_encoder_channels: int = 64,
                image_downsamples: int = 2, image_encoder_res_blocks: int = 1,
-               min_channels_per_group: int = 1, *, dtype=jnp.float32, rngs: nnx.Rngs):
+               min_channels_per_group: int = 1, attention_impl: str = "xla",
+               remat: str = "none", *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.dtype = dtype
+    # Units run through `layers.rematerialised` (checked here, not at the
+    # first call).
+    layers.rematerialised(_Unit.__call__, remat)
+    self.remat = remat
     self.base_channels = base_channels
     self.downsample_factor = 2 ** (len(channel_mults) - 1)
     emb_channels = 4 * base_channels
     unit = dict(num_heads=num_heads, freq_attention=freq_attention, num_freqs=num_freqs,
-                min_channels_per_group=min_channels_per_group, dtype=dtype, rngs=rngs)
+                min_channels_per_group=min_channels_per_group, attention_impl=attention_impl,
+                dtype=dtype, rngs=rngs)
 
     self.image_encoder = ImageEncoder(cond_channels, image_encoder_channels, image_downsamples,
                                       image_encoder_res_blocks, dtype=dtype, rngs=rngs)
@@ -183,19 +191,20 @@ class MotionUNet(nnx.Module):
     emb = self.time_fc2(nnx.silu(self.time_fc1(layers.timestep_embedding(t, self.base_channels))))
     emb = (emb[:, None] + self.freq_embed(freq_index)).reshape(b * f, -1)
 
+    unit = layers.rematerialised(_Unit.__call__, self.remat, static_argnums=(4,))
     skips = [x]
     for block in self.down:
       x = (block(x) if isinstance(block, layers.Downsample)
-           else block(x, emb, freq_index, use_freq_attention))
+           else unit(block, x, emb, freq_index, use_freq_attention))
       skips.append(x)
     for block in self.mid:
-      x = block(x, emb, freq_index, use_freq_attention)
+      x = unit(block, x, emb, freq_index, use_freq_attention)
     for block in self.up:
       if isinstance(block, layers.Upsample):
         x = block(x)
       else:
-        x = block(jnp.concatenate([x, skips.pop()], axis=-1), emb, freq_index,
-                  use_freq_attention)
+        x = unit(block, jnp.concatenate([x, skips.pop()], axis=-1), emb, freq_index,
+                 use_freq_attention)
     eps = self.conv_out(nnx.silu(self.norm_out(x)))
     return eps.astype(jnp.float32).reshape(b, f, h, w, -1)
 

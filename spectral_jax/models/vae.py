@@ -23,12 +23,17 @@ _LOGVAR_RANGE = (-30.0, 20.0)
 _SHORTCUT_INITIAL_LOGVAR = -10.0
 
 
+def _call_block(block, h):
+  return block(h)
+
+
 class _Encoder(nnx.Module):
   """``[N, H, W, in]`` → ``[N, h, w, 2 * latent]`` (mean and log-variance)."""
 
   def __init__(self, in_channels, latent_channels, base_channels, channel_mults,
-               num_res_blocks, *, norm_epsilon, zero_init, dtype, rngs):
+               num_res_blocks, *, norm_epsilon, zero_init, attention_impl, remat, dtype, rngs):
     norm = dict(norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
+    self.remat = remat
     self.conv_in = layers.conv(in_channels, base_channels, dtype=dtype, rngs=rngs)
     blocks = []
     channels = base_channels
@@ -40,7 +45,8 @@ class _Encoder(nnx.Module):
         blocks.append(layers.Downsample(channels, dtype=dtype, rngs=rngs))
     self.down = nnx.List(blocks)
     self.mid = nnx.List([layers.ResBlock(channels, channels, **norm),
-                         layers.SpatialAttention(channels, **norm),
+                         layers.SpatialAttention(channels, attention_impl=attention_impl,
+                                                 **norm),
                          layers.ResBlock(channels, channels, **norm)])
     self.norm_out = layers.group_norm(channels, epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
     # float32 whatever the dtype: the LDM whitens the posterior mean by its
@@ -51,8 +57,9 @@ class _Encoder(nnx.Module):
 
   def __call__(self, x):
     h = self.conv_in(x)
+    run = layers.rematerialised(_call_block, self.remat)
     for block in (*self.down, *self.mid):
-      h = block(h)
+      h = run(block, h)
     return self.conv_out(nnx.silu(self.norm_out(h)))
 
 
@@ -61,12 +68,14 @@ class _Decoder(nnx.Module):
   more residual block per level."""
 
   def __init__(self, out_channels, latent_channels, base_channels, channel_mults,
-               num_res_blocks, *, norm_epsilon, zero_init, dtype, rngs):
+               num_res_blocks, *, norm_epsilon, zero_init, attention_impl, remat, dtype, rngs):
     norm = dict(norm_epsilon=norm_epsilon, dtype=dtype, rngs=rngs)
+    self.remat = remat
     channels = base_channels * channel_mults[-1]
     self.conv_in = layers.conv(latent_channels, channels, dtype=dtype, rngs=rngs)
     self.mid = nnx.List([layers.ResBlock(channels, channels, **norm),
-                         layers.SpatialAttention(channels, **norm),
+                         layers.SpatialAttention(channels, attention_impl=attention_impl,
+                                                 **norm),
                          layers.ResBlock(channels, channels, **norm)])
     blocks = []
     for level in reversed(range(len(channel_mults))):
@@ -82,8 +91,9 @@ class _Decoder(nnx.Module):
 
   def __call__(self, z):
     h = self.conv_in(z)
+    run = layers.rematerialised(_call_block, self.remat)
     for block in (*self.mid, *self.up):
-      h = block(h)
+      h = run(block, h)
     return self.conv_out(nnx.silu(self.norm_out(h)))
 
 
@@ -113,8 +123,8 @@ class SpectralVAE(nnx.Module):
 
   def __init__(self, in_channels: int = 4, latent_channels: int = 4, base_channels: int = 128,
                channel_mults: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2, *,
-               norm_epsilon: float = 0.1, shortcut: bool = False, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               norm_epsilon: float = 0.1, shortcut: bool = False, attention_impl: str = "xla",
+               remat: str = "none", dtype=jnp.float32, rngs: nnx.Rngs):
     if shortcut and latent_channels != in_channels:
       raise ValueError(f"a shortcut needs latent_channels == in_channels, got "
                        f"{latent_channels} and {in_channels}")
@@ -122,7 +132,9 @@ class SpectralVAE(nnx.Module):
     self.shortcut = shortcut
     # With a shortcut, both networks' outputs start at 0 (zero kernels), so
     # the VAE starts as the pooling autoencoder.
-    networks = dict(norm_epsilon=norm_epsilon, zero_init=shortcut, dtype=dtype, rngs=rngs)
+    layers.rematerialised(_call_block, remat)  # An unknown remat fails here.
+    networks = dict(norm_epsilon=norm_epsilon, zero_init=shortcut,
+                    attention_impl=attention_impl, remat=remat, dtype=dtype, rngs=rngs)
     self.encoder = _Encoder(in_channels, latent_channels, base_channels, tuple(channel_mults),
                             num_res_blocks, **networks)
     self.decoder = _Decoder(in_channels, latent_channels, base_channels, tuple(channel_mults),
@@ -198,6 +210,8 @@ def vae_loss(vae: SpectralVAE, x, rng, *, l1_weight: float = 1.0, gradient_weigh
   x = x.astype(jnp.float32)
   l1 = jnp.abs(recon - x).mean()
   gradient = gradient_loss(recon, x, num_scales)
-  kl = 0.5 * jnp.sum(mean ** 2 + jnp.exp(logvar) - 1.0 - logvar) / x.size
+  # A float count: a batch of more than 2**31 values (a pod's) overflows an
+  # int32 one.
+  kl = 0.5 * jnp.sum(mean ** 2 + jnp.exp(logvar) - 1.0 - logvar) / float(x.size)
   loss = l1_weight * l1 + gradient_weight * gradient + kl_weight * kl
   return loss, dict(l1=l1, gradient=gradient, kl=kl, loss=loss)

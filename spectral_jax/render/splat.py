@@ -59,8 +59,10 @@ def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: fl
       nothing reached come out 0.
     max_metric: softmax metrics are clipped to it so ``exp`` stays finite.
     block_rows: source rows of every image scattered per loop step; None
-      picks about 4096 pixels per step (over the whole batch) on CPU and one
-      step on accelerators, where a single large scatter runs in parallel.
+      picks about 4096 pixels per step (over the whole batch) in a program
+      compiled for a CPU and one step for an accelerator, where a single
+      large scatter runs in parallel (by the platform the program is
+      lowered for, so that a TPU program compiled on a CPU gets the TPU's).
   Returns:
     ``[B, H, W, C]`` splatted features, dtype of ``features``. Differentiable
     with respect to ``features``, ``flow`` and ``metric``.
@@ -86,16 +88,20 @@ def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: fl
     weight = metric[..., 0].astype(dtype)
   weight = jnp.where(valid, weight, 0)
 
-  if block_rows is None:
-    block_rows = (max(1, _CPU_BLOCK_PIXELS // (batch * width)) if jax.default_backend() == "cpu"
-                  else height)
-  splat_image = functools.partial(_splat_image, normalise=mode != "sum", eps=eps,
-                                  block_rows=min(block_rows, height))
-  # Per image, not over one index space of B * H * W pixels: XLA cannot see
-  # that flat indices never cross from one image into another, and with the
-  # batch sharded it all-gathered every device's scatter updates and
-  # all-reduced the weight sums.
-  out = jax.vmap(splat_image)(features, flow, weight)
+  def splat(rows: int):
+    # Per image, not over one index space of B * H * W pixels: XLA cannot
+    # see that flat indices never cross from one image into another, and
+    # with the batch sharded it all-gathered every device's scatter updates
+    # and all-reduced the weight sums.
+    return lambda *arrays: jax.vmap(functools.partial(
+        _splat_image, normalise=mode != "sum", eps=eps, block_rows=min(rows, height)))(*arrays)
+
+  if block_rows is not None:
+    out = splat(block_rows)(features, flow, weight)
+  else:
+    out = jax.lax.platform_dependent(
+        features, flow, weight, cpu=splat(max(1, _CPU_BLOCK_PIXELS // (batch * width))),
+        default=splat(height))
   return out.astype(features.dtype)
 
 
@@ -190,4 +196,6 @@ def _scatter_rows(rows, index, corner_weight, block_rows: int):
 
   num_steps = -(-num_rows // block_rows)
   out = jnp.zeros((num_rows * width, channels), corner_weight.dtype)
+  if num_steps == 1:  # No loop around one scatter.
+    return step(0, out)
   return jax.lax.fori_loop(0, num_steps, step, out)

@@ -21,9 +21,12 @@ trains on the same VAE step even if the VAE run has trained on since.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from spectral_jax import checkpoint, diffusion
 from spectral_jax.data import sources
@@ -32,48 +35,51 @@ from spectral_jax.diffusion import latents
 from spectral_jax.diffusion.training import fixed_noising
 from spectral_jax.inference.loading import load_vae, vae_pin
 from spectral_jax.models import functional
-from spectral_jax.models.build import build_unet, motion_config
+from spectral_jax.models.build import build_unet, build_vae, motion_config
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.train import data as train_data
 from spectral_jax.train.optimizer import TRAINABLE, trainable_labels
 
 
-class LDMTask:
+class LDMStep:
+  """What an LDM stage's training step needs, without data or other runs:
+  the U-Net, the loss, and the shapes of its constants (the frozen VAE
+  ``vae_graphdef`` with parameters like ``abstract_vae_params``, and the
+  latent whitening) and batches."""
 
-  def __init__(self, config, mesh, workdir):
+  def __init__(self, config, vae_graphdef, abstract_vae_params):
     # A run saved before `model.freq_attention` and `data.freqs_per_example`
     # existed (evaluated again, resumed) trains and evaluates as it did.
     config = motion_config(config)
-    self.config, self.mesh = config, mesh
+    self.config = config
     # 0: all K frequencies of an example, in order; 1: one random bin.
     self.all_freqs = config.data.freqs_per_example == 0
-    # A resumed run keeps the VAE step it started on.
-    pinned_step = None
-    if checkpoint.has_checkpoint(workdir):
-      pinned_step = checkpoint.read_config(workdir)[1]["vae"]["step"]
-    vae = load_vae(config.vae_from, mesh, pinned_step)
-    self.normalization, self.latent_stats = vae.normalization, vae.latent_stats
-    self.vae_pin = vae_pin(vae.workdir, vae.step, workdir)
-    self.clip = sources.clip_timing(config.data)
-    self.vae_graphdef, self._vae_params = functional.split_params(vae.vae)
-    if len(self.normalization.scales) != config.data.num_freqs:
-      raise ValueError(f"the VAE was trained on K={len(self.normalization.scales)} "
-                       f"frequencies, this config has data.num_freqs={config.data.num_freqs}")
+    self.vae_graphdef = vae_graphdef
+    self._abstract_vae_params = abstract_vae_params
     self.schedule = diffusion.make_schedule(**config.diffusion.schedule.to_dict())
     self.prediction = diffusion.prediction_of(config.diffusion)
-    if config.init_from:
-      _check_same_diffusion(config, checkpoint.read_config(config.init_from)[0])
     self.loss_name = f"{'eps' if self.prediction == 'epsilon' else self.prediction}_mse"
-    self._transform = normalized_spectral(self.normalization, ("image", "spectral_volume"))
-    self._train = sources.open_source(config.data, "train")
-    self._test = train_data.open_test_source(config)
-    self._evaluation_fns = {}
+
+  @classmethod
+  def from_vae_config(cls, config, vae_config):
+    """The step of ``config`` on a VAE of ``vae_config`` (built abstractly)."""
+    graphdef, abstract = functional.abstract_split(lambda: build_vae(vae_config, nnx.Rngs(0)))
+    return cls(config, graphdef, abstract)
 
   def make_model(self, rngs):
     return build_unet(self.config, rngs)
 
-  def constants(self):
-    return {"vae": self._vae_params, "latent": self.latent_stats}
+  def abstract_constants(self):
+    stat = jax.ShapeDtypeStruct((self.config.model.latent_channels,), jnp.float32)
+    return {"vae": self._abstract_vae_params, "latent": {"mean": stat, "std": stat}}
+
+  def batch_shapes(self, batch_size: int) -> dict:
+    """``{name: jax.ShapeDtypeStruct}`` of a batch of ``batch_size``
+    examples as the loss receives it (spectral volumes frequency-normalized)."""
+    data = self.config.data
+    return {"image": jax.ShapeDtypeStruct((batch_size, data.height, data.width, 3), jnp.uint8),
+            "spectral_volume": jax.ShapeDtypeStruct(
+                (batch_size, data.num_freqs, data.height, data.width, 4), jnp.float32)}
 
   def _vae(self, constants):
     return functional.merge(self.vae_graphdef, constants["vae"])
@@ -98,6 +104,36 @@ class LDMTask:
     loss = diffusion.prediction_loss(
         output, diffusion.regression_target(self.schedule, z0, noise, t, self.prediction))
     return loss, {self.loss_name: loss}
+
+
+class LDMTask(LDMStep):
+  """`LDMStep` on the VAE of ``config.vae_from``, with its data: training
+  batches, evaluation, statistics."""
+
+  def __init__(self, config, mesh, workdir):
+    # A resumed run keeps the VAE step it started on.
+    pinned_step = None
+    if checkpoint.has_checkpoint(workdir):
+      pinned_step = checkpoint.read_config(workdir)[1]["vae"]["step"]
+    vae = load_vae(config.vae_from, mesh, pinned_step)
+    vae_graphdef, self._vae_params = functional.split_params(vae.vae)
+    super().__init__(config, vae_graphdef, jax.eval_shape(lambda: self._vae_params))
+    config = self.config
+    self.mesh = mesh
+    self.normalization, self.latent_stats = vae.normalization, vae.latent_stats
+    self.vae_pin = vae_pin(vae.workdir, vae.step, workdir)
+    self.clip = sources.clip_timing(config.data)
+    if len(self.normalization.scales) != config.data.num_freqs:
+      raise ValueError(f"the VAE was trained on K={len(self.normalization.scales)} "
+                       f"frequencies, this config has data.num_freqs={config.data.num_freqs}")
+    if config.init_from:
+      _check_same_diffusion(config, checkpoint.read_config(config.init_from)[0])
+    self._transform = normalized_spectral(self.normalization, ("image", "spectral_volume"))
+    self._train = sources.open_source(config.data, "train")
+    self._test = train_data.open_test_source(config)
+
+  def constants(self):
+    return {"vae": self._vae_params, "latent": self.latent_stats}
 
   def train_batches(self, process_index, process_count):
     return train_data.train_batches(self._train, self.config, self._transform,
@@ -125,7 +161,7 @@ class LDMTask:
       frequency, and the ground truth's own magnitude for scale.
     """
     compare = self._backbone_frozen(graphdef, params)
-    evaluate_batch = self._evaluation_fn(graphdef, compare)
+    evaluate_batch = self.evaluation_fn(graphdef, compare)
     results = []
     for index, batch in enumerate(train_data.eval_batches(
         self._test, self.config, self._transform, self.mesh, self.config.eval.num_batches)):
@@ -167,12 +203,10 @@ class LDMTask:
     cond_mask = jnp.ones((batch_size,), bool)
     return (z_t, t, latents.image_to_unit(batch["image"]), freq_index, cond_mask), target
 
-  def _evaluation_fn(self, graphdef, compare_stage1: bool):
+  @functools.cache
+  def evaluation_fn(self, graphdef, compare_stage1: bool):
     """``f(params, constants, batch, index) -> {name: array}``, jitted once
     per network (every evaluation of a run reuses the compiled program)."""
-    cache_key = (graphdef, compare_stage1)
-    if cache_key in self._evaluation_fns:
-      return self._evaluation_fns[cache_key]
     scales = jnp.asarray(self.normalization.scales)
     power = self.normalization.power
     evaluation = self.config.eval
@@ -214,7 +248,6 @@ class LDMTask:
       result["truth_l1_px"] = jnp.abs(truth).mean(axis=(0, 2, 3, 4))
       return result
 
-    self._evaluation_fns[cache_key] = evaluate_batch
     return evaluate_batch
 
   def _backbone_frozen(self, graphdef, params) -> bool:

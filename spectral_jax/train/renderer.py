@@ -23,15 +23,18 @@ synthesis network adds.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from spectral_jax.data import sources
 from spectral_jax.diffusion.latents import image_to_unit
 from spectral_jax.models import functional
 from spectral_jax.models.build import build_renderer
-from spectral_jax.models.vgg16 import load_vgg16
+from spectral_jax.models.vgg16 import VGG16, load_vgg16
 from spectral_jax.motion.spectral import from_real_layout
 from spectral_jax.render import metrics
 from spectral_jax.render.splat import softmax_splat
@@ -75,22 +78,45 @@ def _keep_fields(batch: dict) -> dict:
   return {key: batch[key] for key in FIELDS}
 
 
-class RendererTask:
+class RendererStep:
+  """What the renderer's training step needs, without data: the renderer,
+  the loss (VGG16 ``vgg_graphdef`` with parameters like
+  ``abstract_vgg_params`` frozen in it), and the shapes of its constants
+  and batches. ``num_frames``: T of the clips (the splatting metric's),
+  ``num_render_frames``: frames per example."""
 
-  def __init__(self, config, mesh):
-    self.config, self.mesh = config, mesh
-    self.num_frames, self.fps = sources.clip_timing(config.data)
-    self.normalization = sources.normalization(config.data)
-    vgg = load_vgg16(dtype=jnp.dtype(config.dtype))
-    self.vgg_graphdef, self._vgg_params = functional.split_params(vgg)
-    self._train = sources.open_source(config.data, "train")
-    self._test = train_data.open_test_source(config)
+  def __init__(self, config, num_frames: int, num_render_frames: int, vgg_graphdef,
+               abstract_vgg_params):
+    self.config = config
+    self.num_frames, self.num_render_frames = num_frames, num_render_frames
+    self.vgg_graphdef = vgg_graphdef
+    self._abstract_vgg_params = abstract_vgg_params
+
+  @classmethod
+  def from_config(cls, config):
+    """The step of ``config`` with VGG16 built abstractly (no weights read)."""
+    graphdef, abstract = functional.abstract_split(
+        lambda: VGG16(dtype=jnp.dtype(config.dtype), rngs=nnx.Rngs(0)))
+    return cls(config, sources.clip_timing(config.data)[0],
+               sources.render_frame_count(config.data), graphdef, abstract)
 
   def make_model(self, rngs):
     return build_renderer(self.config, rngs)
 
-  def constants(self):
-    return {"vgg": self._vgg_params}
+  def abstract_constants(self):
+    return {"vgg": self._abstract_vgg_params}
+
+  def batch_shapes(self, batch_size: int) -> dict:
+    """``{name: jax.ShapeDtypeStruct}`` of a batch of ``batch_size``
+    examples as the loss receives it (`FIELDS`, float16 ones as stored)."""
+    data = self.config.data
+    frames = (batch_size, self.num_render_frames, data.height, data.width)
+    return {
+        "image": jax.ShapeDtypeStruct((batch_size, data.height, data.width, 3), jnp.uint8),
+        "spectral_volume": jax.ShapeDtypeStruct(
+            (batch_size, data.num_freqs, data.height, data.width, 4), jnp.float16),
+        "frames": jax.ShapeDtypeStruct(frames + (3,), jnp.uint8),
+        "displacements": jax.ShapeDtypeStruct(frames + (2,), jnp.float16)}
 
   def _vgg(self, constants):
     return functional.merge(self.vgg_graphdef, constants["vgg"])
@@ -115,6 +141,25 @@ class RendererTask:
     loss = weights.l1_weight * l1 + weights.perceptual_weight * perceptual
     return loss, {"l1": l1, "perceptual": perceptual}
 
+
+class RendererTask(RendererStep):
+  """`RendererStep` with VGG16's weights and the data: training batches,
+  evaluation, statistics."""
+
+  def __init__(self, config, mesh):
+    vgg = load_vgg16(dtype=jnp.dtype(config.dtype))
+    vgg_graphdef, self._vgg_params = functional.split_params(vgg)
+    num_frames, self.fps = sources.clip_timing(config.data)
+    super().__init__(config, num_frames, sources.render_frame_count(config.data),
+                     vgg_graphdef, jax.eval_shape(lambda: self._vgg_params))
+    self.mesh = mesh
+    self.normalization = sources.normalization(config.data)
+    self._train = sources.open_source(config.data, "train")
+    self._test = train_data.open_test_source(config)
+
+  def constants(self):
+    return {"vgg": self._vgg_params}
+
   def train_batches(self, process_index, process_count):
     return train_data.train_batches(self._train, self.config, _keep_fields, process_index,
                                     process_count)
@@ -126,6 +171,18 @@ class RendererTask:
     frames) of the rendered frame (clipped to the displayable range) against
     the true one, and the same for the picture unchanged (``*_unchanged``)
     and forward-warped by the displacement alone (``*_warped``)."""
+    scores = self.frame_scores(graphdef)
+    per_image = []
+    for batch in train_data.eval_batches(self._test, self.config, _keep_fields, self.mesh,
+                                         self.config.eval.num_batches):
+      for frame_index in range(batch["frames"].shape[1]):
+        per_image.append(jax.device_get(scores(params, constants, batch, frame_index)))
+    return pool_scores(per_image)
+
+  @functools.cache
+  def frame_scores(self, graphdef):
+    """Jitted ``(params, constants, batch, frame_index) -> {name: [B]}``,
+    one per network: every evaluation of a run reuses its program."""
 
     @jax.jit
     def scores(params, constants, batch, frame_index):
@@ -147,12 +204,7 @@ class RendererTask:
         result[f"lpips{suffix}"] = metrics.lpips(vgg, frame, target)
       return result
 
-    per_image = []
-    for batch in train_data.eval_batches(self._test, self.config, _keep_fields, self.mesh,
-                                         self.config.eval.num_batches):
-      for frame_index in range(batch["frames"].shape[1]):
-        per_image.append(jax.device_get(scores(params, constants, batch, frame_index)))
-    return pool_scores(per_image)
+    return scores
 
   def stats(self, graphdef, params, constants):
     del graphdef, params, constants

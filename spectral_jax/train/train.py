@@ -40,7 +40,7 @@ from flax import nnx
 from spectral_jax import checkpoint, config_base, distributed, sharding
 from spectral_jax.atomic import atomic_output
 from spectral_jax.models import functional
-from spectral_jax.train import stages
+from spectral_jax.train import chips, stages
 from spectral_jax.train.metrics import MetricWriter
 from spectral_jax.train.optimizer import (
   FROZEN,
@@ -142,6 +142,35 @@ def compile_step(plan: StepPlan, abstract_state: dict, batch_shapes: dict):
   return step.lower(abstract_state, abstract_batch, key).compile()
 
 
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+  """What one compiled step costs a device, by XLA's cost analysis, and the
+  device's published peak (`chips`), for throughput and MFU in the logs."""
+  flops_per_device: float | None
+  peak_flops_per_device: float | None
+
+  @classmethod
+  def of(cls, compiled, device) -> Self:
+    """The cost of ``compiled`` (a partitioned program: one device's share)
+    on ``device``; None for what the backend or the table does not tell."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # Older JAX: one per program.
+      analysis = analysis[0] if analysis else None
+    flops = float(analysis["flops"]) if analysis and analysis.get("flops", 0) > 0 else None
+    chip = chips.chip_of_device(device.device_kind)
+    return cls(flops, chip.peak_bf16_flops if chip else None)
+
+  def rates(self, step_seconds: float) -> dict:
+    """``flops_per_step_per_device`` and ``mfu`` (the achieved fraction of
+    the peak) at ``step_seconds`` a step, those that are known."""
+    if self.flops_per_device is None:
+      return {}
+    rates = {"flops_per_step_per_device": self.flops_per_device}
+    if self.peak_flops_per_device:
+      rates["mfu"] = self.flops_per_device / step_seconds / self.peak_flops_per_device
+    return rates
+
+
 class _Sigterm:
   """SIGTERM as a preemption notice in a single-process run: noted here, and
   the loop saves and stops at the step it is at. (Multi-process runs get
@@ -202,10 +231,11 @@ def _run(config: ml_collections.ConfigDict, workdir, progress: bool,
     compiled = compile_step(plan, abstract_state, {
         name: jax.ShapeDtypeStruct((x.shape[0] * jax.process_count(),) + x.shape[1:], x.dtype)
         for name, x in first_batch.items()})
+    cost = StepCost.of(compiled, plan.mesh.devices.flat[0])
     if jax.process_index() == 0:
-      _describe(config, plan, compiled, start_step)
-    return _train(config, workdir, plan, compiled, state, start_step, batches, first_batch,
-                  mngr, progress, sigterm)
+      _describe(config, plan, compiled, cost, start_step)
+    return _train(config, workdir, plan, compiled, cost, state, start_step, batches,
+                  first_batch, mngr, progress, sigterm)
   finally:
     batches.close()  # Its worker processes, if any.
     mngr.wait_until_finished()
@@ -237,8 +267,9 @@ def _initial_state(config, plan: StepPlan, abstract: dict, mngr, batches,
           "constants": jax.device_put(constants, shardings["constants"])}, step
 
 
-def _train(config, workdir: Path, plan: StepPlan, compiled, state: dict, step: int,
-           batches, batch: dict, mngr, progress: bool, sigterm: _Sigterm) -> list[dict]:
+def _train(config, workdir: Path, plan: StepPlan, compiled, cost: StepCost, state: dict,
+           step: int, batches, batch: dict, mngr, progress: bool,
+           sigterm: _Sigterm) -> list[dict]:
   """The loop from ``step`` with ``batch`` first: train, log, save, evaluate,
   until ``config.num_steps`` or a preemption notice (saved, then returns).
   Returns the logged records."""
@@ -249,9 +280,11 @@ def _train(config, workdir: Path, plan: StepPlan, compiled, state: dict, step: i
   records = []
   bar = tqdm.tqdm(total=config.num_steps, initial=step, unit="step",
                   disable=not (progress and is_main), desc=f"training {config.stage}")
+  profile = _Profile(workdir / PROFILE_DIR, *config.get("profile_steps", (0, 0)))
   try:
     while step < config.num_steps:
-      state, metrics = compiled(state, sharding.global_batch(batch, plan.mesh), key)
+      with profile.step(step + 1, lambda: state):
+        state, metrics = compiled(state, sharding.global_batch(batch, plan.mesh), key)
       step += 1
       window.add(step, metrics)
       last = step == config.num_steps
@@ -261,7 +294,7 @@ def _train(config, workdir: Path, plan: StepPlan, compiled, state: dict, step: i
       if log or save:
         window.check(mngr)  # Raises TrainingDiverged before any save.
       if log:
-        record = window.flush(config.batch_size)
+        record = window.flush(config.batch_size, cost)
         writer.write(step, record)
         records.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4g}")
@@ -285,9 +318,46 @@ def _train(config, workdir: Path, plan: StepPlan, compiled, state: dict, step: i
       if not last:
         batch = next(batches)
   finally:
+    profile.stop()
     bar.close()
     writer.close()
   return records
+
+
+PROFILE_DIR = "profile"
+
+
+class _Profile:
+  """A `jax.profiler` trace of steps ``first..last`` (1-based; 0: none)
+  into ``directory`` (TensorBoard's profile plugin reads it), each step
+  annotated with its number; the trace ends once the last step's work is
+  done."""
+
+  def __init__(self, directory: Path, first: int, last: int):
+    self.directory, self.first, self.last = directory, first, last
+    self.tracing = False
+
+  @contextlib.contextmanager
+  def step(self, number: int, state):
+    """Around step ``number``; ``state()``: its result, waited for when the
+    trace ends."""
+    if self.first <= number <= self.last and not self.tracing:
+      # Also a perfetto_trace.json.gz, which ui.perfetto.dev opens.
+      jax.profiler.start_trace(str(self.directory), create_perfetto_trace=True)
+      self.tracing = True
+    if not self.tracing:
+      yield
+      return
+    with jax.profiler.StepTraceAnnotation("train_step", step_num=number):
+      yield
+    if number >= self.last:
+      jax.block_until_ready(state())
+      self.stop()
+
+  def stop(self) -> None:
+    if self.tracing:
+      jax.profiler.stop_trace()
+      self.tracing = False
 
 
 def _save(mngr, step: int, state: dict, batches, config, plan: StepPlan) -> None:
@@ -337,12 +407,16 @@ class _LogWindow:
     """`_check` of the pending steps."""
     _check(self.pending, mngr)
 
-  def flush(self, batch_size: int) -> dict:
+  def flush(self, batch_size: int, cost: StepCost) -> dict:
     """The record to log: the pending steps' mean metrics and the window's
-    ``examples_per_s``; the next window starts."""
+    throughput (``examples_per_s``, ``step_seconds`` and ``cost``'s rates);
+    the next window starts."""
     record = _mean(self.pending)
     seconds = time.perf_counter() - self._start - self._excluded
-    record["examples_per_s"] = batch_size * (record["step"] - self._start_step) / seconds
+    steps = record["step"] - self._start_step
+    record["examples_per_s"] = batch_size * steps / seconds
+    record["step_seconds"] = seconds / steps
+    record.update(cost.rates(seconds / steps))
     self.pending.clear()
     self._restart(record["step"])
     return record
@@ -395,7 +469,7 @@ def _mean(pending: list) -> dict:
   return {"step": pending[-1][0], **record}
 
 
-def _describe(config, plan: StepPlan, compiled, start_step: int) -> None:
+def _describe(config, plan: StepPlan, compiled, cost: StepCost, start_step: int) -> None:
   """One paragraph on the console: what is trained on what."""
   sizes = jax.tree.map(lambda x: math.prod(x.shape), plan.abstract_params)
   total = sum(jax.tree.leaves(sizes))
@@ -406,7 +480,11 @@ def _describe(config, plan: StepPlan, compiled, start_step: int) -> None:
   if memory is not None:
     used = (memory.argument_size_in_bytes + memory.output_size_in_bytes
             + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
-    peak = f", step memory {used / 2**20:.0f} MiB per device"
+    peak = f", step memory {used / 2**20:.0f} MiB"
+  if cost.flops_per_device:
+    peak += f"{',' if peak else ''} {cost.flops_per_device / 1e9:.3g} GFLOP"
+  if peak:
+    peak += " per device"
   where = "resuming at step" if start_step else "starting at step"
   print(f"{config.stage}: {total / 1e6:.2f}M parameters ({trained / 1e6:.2f}M trained), "
         f"mesh {dict(plan.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} "

@@ -9,6 +9,8 @@ latents with them.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,20 +38,25 @@ def random_frequencies(spectral: jax.Array, count: int, rng: jax.Array) -> jax.A
   return jnp.take_along_axis(spectral, chosen[:, :, None, None, None], axis=1)
 
 
-class VAETask:
+class VAEStep:
+  """What the VAE's training step needs, from its config alone (no data):
+  the model, the loss, and the shapes of its constants and batches."""
 
-  def __init__(self, config, mesh):
-    self.config, self.mesh = config, mesh
-    self.normalization = sources.normalization(config.data)
-    self._transform = normalized_spectral(self.normalization, ("spectral_volume",))
-    self._train = sources.open_source(config.data, "train")
-    self._test = train_data.open_test_source(config)
+  def __init__(self, config):
+    self.config = config
 
   def make_model(self, rngs):
     return build_vae(self.config, rngs)
 
-  def constants(self):
+  def abstract_constants(self):
     return {}
+
+  def batch_shapes(self, batch_size: int) -> dict:
+    """``{name: jax.ShapeDtypeStruct}`` of a batch of ``batch_size``
+    examples as the loss receives it (frequency-normalized)."""
+    data = self.config.data
+    return {"spectral_volume": jax.ShapeDtypeStruct(
+        (batch_size, data.num_freqs, data.height, data.width, 4), jnp.float32)}
 
   def loss(self, model, constants, batch, rng):
     del constants
@@ -60,6 +67,21 @@ class VAETask:
       spectral = random_frequencies(spectral, count, pick_rng)
     return vae_loss(model, frequency_maps(spectral), rng, **self.config.loss.to_dict())
 
+
+class VAETask(VAEStep):
+  """`VAEStep` with its data: training batches, evaluation, statistics."""
+
+  def __init__(self, config, mesh):
+    super().__init__(config)
+    self.mesh = mesh
+    self.normalization = sources.normalization(config.data)
+    self._transform = normalized_spectral(self.normalization, ("spectral_volume",))
+    self._train = sources.open_source(config.data, "train")
+    self._test = train_data.open_test_source(config)
+
+  def constants(self):
+    return {}
+
   def train_batches(self, process_index, process_count):
     return train_data.train_batches(self._train, self.config, self._transform,
                                     process_index, process_count)
@@ -69,21 +91,7 @@ class VAETask:
     test split: L1 in normalized units and in pixels, beside the mean
     ``|coefficient|`` of the truth in pixels for scale."""
     del constants
-    scales = jnp.asarray(self.normalization.scales)
-
-    @jax.jit
-    def errors(params, batch):
-      model = functional.merge(graphdef, params)
-      target = batch["spectral_volume"]  # [B, K, H, W, 4]
-      mean, _ = model.encode(frequency_maps(target))
-      recon = model.decode(mean).reshape(target.shape)
-      l1 = jnp.abs(recon - target).mean(axis=(0, 2, 3, 4))
-      power = self.normalization.power
-      truth = denormalize(target, scales, power)
-      l1_px = jnp.abs(denormalize(recon, scales, power) - truth).mean(axis=(0, 2, 3, 4))
-      truth_px = jnp.abs(truth).mean(axis=(0, 2, 3, 4))
-      return l1, l1_px, truth_px
-
+    errors = self.reconstruction_errors(graphdef)
     results = [jax.device_get(errors(params, batch)) for batch in train_data.eval_batches(
         self._test, self.config, self._transform, self.mesh, self.config.eval.num_batches)]
     if not results:
@@ -94,6 +102,27 @@ class VAETask:
     result.update({f"l1_px/k{k:02d}": float(v) for k, v in enumerate(l1_px)})
     result.update({f"truth_l1_px/k{k:02d}": float(v) for k, v in enumerate(truth_px)})
     return result
+
+  @functools.cache
+  def reconstruction_errors(self, graphdef):
+    """Jitted ``(params, batch) -> (l1 [K], l1_px [K], truth_px [K])``, one
+    per network: every evaluation of a run reuses its compiled program."""
+    scales = jnp.asarray(self.normalization.scales)
+    power = self.normalization.power
+
+    @jax.jit
+    def errors(params, batch):
+      model = functional.merge(graphdef, params)
+      target = batch["spectral_volume"]  # [B, K, H, W, 4]
+      mean, _ = model.encode(frequency_maps(target))
+      recon = model.decode(mean).reshape(target.shape)
+      l1 = jnp.abs(recon - target).mean(axis=(0, 2, 3, 4))
+      truth = denormalize(target, scales, power)
+      l1_px = jnp.abs(denormalize(recon, scales, power) - truth).mean(axis=(0, 2, 3, 4))
+      truth_px = jnp.abs(truth).mean(axis=(0, 2, 3, 4))
+      return l1, l1_px, truth_px
+
+    return errors
 
   def stats(self, graphdef, params, constants):
     del constants
@@ -109,6 +138,17 @@ class VAETask:
     ``E[x²] - E[x]²`` this replaces cancels to noise, or to a negative
     variance, once a channel's mean is large against its spread.
     """
+    moments = self.latent_moments(graphdef)
+    parts = [jax.device_get(moments(params, batch)) for batch in train_data.eval_batches(
+        self._train, self.config, self._transform, self.mesh, self.config.eval.whiten_batches)]
+    count, mean, m2 = combine_moments(parts)
+    std = np.sqrt(np.maximum(m2 / count, 1e-12))  # Population variance, floored.
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+  @functools.cache
+  def latent_moments(self, graphdef):
+    """Jitted ``(params, batch) -> batch_moments`` of the posterior means,
+    one per network: every checkpoint save of a run reuses its program."""
 
     @jax.jit
     def moments(params, batch):
@@ -116,11 +156,7 @@ class VAETask:
       mean, _ = model.encode(frequency_maps(batch["spectral_volume"]))
       return batch_moments(mean)
 
-    parts = [jax.device_get(moments(params, batch)) for batch in train_data.eval_batches(
-        self._train, self.config, self._transform, self.mesh, self.config.eval.whiten_batches)]
-    count, mean, m2 = combine_moments(parts)
-    std = np.sqrt(np.maximum(m2 / count, 1e-12))  # Population variance, floored.
-    return {"mean": mean.tolist(), "std": std.tolist()}
+    return moments
 
 
 def batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -1,0 +1,146 @@
+"""`python -m spectral_jax.train.compile`: training steps compiled ahead of
+time for TPU topologies by the real TPU compiler (libtpu, the ``tpu``
+extra), on a machine without TPUs.
+
+Marked ``tpu_aot``: they run in an environment with the extra,
+``python -m pytest -m 'tpu_aot and not slow'`` (what `.ci/run` does; add
+``-m tpu_aot`` for the slow ones too). Without libtpu they skip, saying so,
+except under CI, where they fail. Every compile is a subprocess: libtpu
+must see its environment before JAX starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.tpu_aot
+
+if importlib.util.find_spec("libtpu") is None:
+  if os.environ.get("CI"):
+    raise RuntimeError("CI runs the tpu_aot tests with libtpu: pip install -e '.[test,tpu]'")
+  pytestmark = [pytestmark, pytest.mark.skip(
+      reason="libtpu is not installed: pip install -e '.[test,tpu]' to compile for TPUs")]
+
+
+def _compile(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "spectral_jax.train.compile", *args],
+                        cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def _report(result: subprocess.CompletedProcess) -> dict:
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 1, result.stdout + result.stderr
+  return json.loads(lines[0])
+
+
+def test_the_tiny_stage1_step_compiles_for_a_v5e_slice_with_only_a_gradient_all_reduce():
+  """Data parallelism alone: the parameters stay whole on every chip (no
+  all-gather), the gradients are summed over the chips (all-reduces of
+  nearly every float32 gradient), and it fits."""
+  result = _compile("--config", "configs/ldm_pretrain.py:tiny", "--topology", "v5e:2x2",
+                    "--per-chip-batch", "2")
+  assert result.returncode == 0, result.stderr
+  assert result.stderr == "", result.stderr  # libtpu is kept quiet.
+  report = _report(result)
+  assert report["chip"] == "TPU v5 lite" and report["chips"] == 4
+  assert report["mesh"] == {"data": 4, "fsdp": 1}
+  assert report["global_batch"] == 8 and report["per_chip_batch"] == 2
+  assert report["fits"] and 0 < report["memory_per_chip_gib"]["total"] < 16
+  assert "all-gather" not in report["collectives"]
+  # (A gradient that does not depend on the batch needs no sum: a few
+  # hundred values here.)
+  assert report["collectives"]["all-reduce"]["bytes"] >= 0.99 * 4 * report["trained_parameters"]
+  assert report["flops_per_step_per_chip"] > 0 and report["roofline_examples_per_s_per_chip"] > 0
+
+
+@pytest.mark.parametrize("topology, message", [
+    ("v9:2x2", "unknown topology 'v9:2x2': give GENERATION:SHAPE with a generation of"),
+    ("v5e:3x7", "topology 'v5e:3x7': INVALID_ARGUMENT: Topology layout \"v5e:3x7\" is not "
+                "divisible"),
+])
+def test_an_unknown_topology_is_one_line(topology, message):
+  result = _compile("--config", "configs/vae.py:tiny", "--topology", topology)
+  assert result.returncode == 2 and result.stdout == ""
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_an_explicit_batch_the_chips_do_not_divide_is_refused():
+  result = _compile("--config", "configs/vae.py:tiny", "--topology", "v5e:2x2",
+                    "--config.batch_size=6")
+  assert result.returncode == 2 and result.stdout == ""
+  assert result.stderr.strip() == (
+      "python -m spectral_jax.train.compile: error: --config.batch_size=6 does not split "
+      "over 4 chips; give a multiple of 4, or --per-chip-batch instead")
+
+
+@pytest.mark.slow
+def test_fsdp_all_gathers_the_largest_parameters():
+  """``mesh.fsdp=2`` splits the large parameters over pairs of chips: the
+  step all-gathers them, and each chip holds less."""
+  reports = {}
+  for fsdp in (1, 2):
+    result = _compile("--config", "configs/ldm_pretrain.py:tiny", "--topology", "v5e:2x2",
+                      f"--config.mesh.fsdp={fsdp}", "--config.fsdp_min_size=65536")
+    assert result.returncode == 0, result.stderr
+    reports[fsdp] = _report(result)
+  assert reports[2]["mesh"] == {"data": 2, "fsdp": 2}
+  assert "all-gather" not in reports[1]["collectives"]
+  assert reports[2]["collectives"]["all-gather"]["count"] > 0
+  assert (reports[2]["memory_per_chip_gib"]["arguments"]
+          < reports[1]["memory_per_chip_gib"]["arguments"])
+
+
+@pytest.mark.slow
+def test_a_batch_whose_arguments_exceed_the_chip_does_not_fit():
+  """Tiny VAE maps of 8 x 48 x 64 x 4 float32 (393 KB an example): 50 000
+  per chip are 18 GiB of batch alone against a v5e's 16 GiB."""
+  result = _compile("--config", "configs/vae.py:tiny", "--topology", "v5e:2x2",
+                    "--per-chip-batch", "50000")
+  assert result.returncode == 1
+  assert not _report(result)["fits"]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  assert lines[0].startswith("python -m spectral_jax.train.compile: does not fit: XLA:TPU says "
+                             "RESOURCE_EXHAUSTED: Ran out of memory on HBM")
+
+
+@pytest.mark.slow
+def test_two_slices_reduce_gradients_across_the_data_centre_network():
+  """Two v5e:2x2 slices, the data axis over both (``mesh.dcn_data=2``), the
+  parameters split within a slice: only the gradients' all-reduce crosses
+  slices, and every all-gather stays within one."""
+  result = _compile("--config", "configs/vae.py:tiny", "--topology", "v5e:2x2",
+                    "--num-slices", "2", "--config.mesh.dcn_data=2", "--config.mesh.fsdp=2",
+                    "--config.fsdp_min_size=1024")
+  assert result.returncode == 0, result.stderr
+  report = _report(result)
+  assert report["chips"] == 8 and report["slices"] == 2
+  assert report["mesh"] == {"data": 4, "fsdp": 2}
+  kinds = set(report["collectives"])
+  assert "cross_slice/all-reduce" in kinds and "all-gather" in kinds
+  assert not any(kind.startswith("cross_slice/") for kind in kinds - {"cross_slice/all-reduce"})
+
+
+@pytest.mark.slow
+def test_rematerialisation_reaches_the_tpu_program():
+  """``model.remat=full`` keeps only each U-Net unit's inputs for the
+  backward pass, so the compiled step computes the units' forward twice:
+  more FLOPs. (At the tiny size XLA:TPU needs no fewer temporaries for it:
+  measured 0.048 GiB per chip without, 0.060 with, at per-chip batch 16.)"""
+  flops = {}
+  for remat in ("none", "full"):
+    result = _compile("--config", "configs/ldm_pretrain.py:tiny", "--topology", "v5e:2x2",
+                      "--per-chip-batch", "16", f"--config.model.remat={remat}")
+    assert result.returncode == 0, result.stderr
+    flops[remat] = _report(result)["flops_per_step_per_chip"]
+  assert flops["full"] > 1.03 * flops["none"], flops
