@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "spectral_jax"
 # it is in the same package (the core's small modules excepted: they are
 # one layer of independent helpers).
 LAYERS = (
-    ("atomic", "checks", "distributed", "package_weights", "sharding"),
+    ("atomic", "checks", "distributed", "package_weights", "platforms", "sharding"),
     ("motion",),
     ("data",),
     ("config_base",),  # Training configs take their data defaults from `data.defaults`.

@@ -5,10 +5,12 @@ slowed video shows."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from spectral_jax import platforms
 from spectral_jax.inference.animator import video_times
 from spectral_jax.inference.loop import loop_closure_error, loop_closure_loss
 
@@ -102,3 +104,10 @@ def test_video_times(num_frames, slowmo, loop, expected):
   times = video_times(num_frames, slowmo=slowmo, loop=loop)
   assert times.dtype == np.float32
   np.testing.assert_allclose(times, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_guided_ddim_is_unrolled_only_on_a_cpu():
+  """Loss-guided sampling runs one compiled step per call on a CPU only
+  (`platforms`): the platform of the arrays, not the default backend."""
+  assert platforms.platform_of({"w": jnp.ones(2)}) == jax.devices()[0].platform
+  assert [platforms.unroll_guided_ddim(p) for p in ("cpu", "gpu", "tpu")] == [True, False, False]

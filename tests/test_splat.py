@@ -358,3 +358,4 @@ def test_the_cpu_blocking_follows_the_platform_the_program_is_lowered_for(platfo
   lowered = jax.jit(splat.softmax_splat).trace(features, flow, metric).lower(
       lowering_platforms=(platform,))
   assert lowered.as_text().count("stablehlo.while") == loops
+

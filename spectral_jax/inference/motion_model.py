@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from spectral_jax import diffusion
+from spectral_jax import diffusion, platforms
 from spectral_jax.diffusion import latents
 from spectral_jax.inference.loop import loop_closure_loss
 from spectral_jax.models import functional
@@ -90,7 +90,8 @@ class MotionModel:
 
     DDIM runs in equal slices of at most `MAX_STEPS_PER_CALL` steps, each one
     call of the same compiled scan (a progress bar advances between them);
-    with loop self-guidance, one unrolled step per call.
+    with loop self-guidance on a CPU, one unrolled step per call
+    (`platforms.unroll_guided_ddim`).
     The networks' parameters are arguments of the compiled functions, not
     constants baked into them, so JAX's persistent cache can reuse them in
     another process.
@@ -99,11 +100,10 @@ class MotionModel:
     vae_graph, vae_params = functional.split_params(self.vae)
     num_steps = options.num_steps
     ddim = self._ddim_options(options)
-    # A loss-guided step runs a backward pass, which XLA:CPU runs ~3x
-    # slower inside a compiled loop (`diffusion.ddim`): one unrolled step per
-    # call.
-    guided = ddim["guidance_loss"] is not None
-    per_call = 1 if guided else max(
+    # A loss-guided step on a CPU: one unrolled step per call (`platforms`).
+    unrolled = (ddim["guidance_loss"] is not None
+                and platforms.unroll_guided_ddim(platforms.platform_of(unet_params)))
+    per_call = 1 if unrolled else max(
         d for d in range(1, min(num_steps, MAX_STEPS_PER_CALL) + 1) if num_steps % d == 0)
     factor = self.vae.downsample_factor
     channels = self.latent_stats["mean"].shape[-1]
@@ -121,7 +121,7 @@ class MotionModel:
       if loss is not None:
         loss = latents.on_latents(loss, vae, latent_stats)
       return diffusion.ddim_steps(eps_fn, self.schedule, z, plan,
-                                  **{**ddim, "guidance_loss": loss}, unroll=guided)
+                                  **{**ddim, "guidance_loss": loss}, unroll=unrolled)
 
     @jax.jit
     def finish(vae_params, latent_stats, z):

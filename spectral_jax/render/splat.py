@@ -31,13 +31,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from spectral_jax.platforms import CPU_SPLAT_BLOCK_PIXELS
+
 MAX_METRIC = 30.0
 MODES = ("softmax", "average", "sum")
-# Source pixels per scatter step on CPU (all images of the batch together):
-# the step's [4 * pixels, C] updates stay in cache instead of a fresh
-# [4 * B * H * W, C] buffer per call, whose page faults cost more than the
-# scatter itself.
-_CPU_BLOCK_PIXELS = 4096
 
 
 def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: float = 1e-7,
@@ -59,10 +56,9 @@ def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: fl
       nothing reached come out 0.
     max_metric: softmax metrics are clipped to it so ``exp`` stays finite.
     block_rows: source rows of every image scattered per loop step; None
-      picks about 4096 pixels per step (over the whole batch) in a program
-      compiled for a CPU and one step for an accelerator, where a single
-      large scatter runs in parallel (by the platform the program is
-      lowered for, so that a TPU program compiled on a CPU gets the TPU's).
+      picks `platforms.CPU_SPLAT_BLOCK_PIXELS` per step (over the whole
+      batch) in a program lowered for a CPU and one step for an
+      accelerator, where a single large scatter runs in parallel.
   Returns:
     ``[B, H, W, C]`` splatted features, dtype of ``features``. Differentiable
     with respect to ``features``, ``flow`` and ``metric``.
@@ -100,7 +96,7 @@ def softmax_splat(features, flow, metric=None, *, mode: str = "softmax", eps: fl
     out = splat(block_rows)(features, flow, weight)
   else:
     out = jax.lax.platform_dependent(
-        features, flow, weight, cpu=splat(max(1, _CPU_BLOCK_PIXELS // (batch * width))),
+        features, flow, weight, cpu=splat(max(1, CPU_SPLAT_BLOCK_PIXELS // (batch * width))),
         default=splat(height))
   return out.astype(features.dtype)
 
