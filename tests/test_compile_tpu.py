@@ -67,6 +67,30 @@ def test_the_tiny_stage1_step_compiles_for_a_v5e_slice_with_only_a_gradient_all_
   assert report["flops_per_step_per_chip"] > 0 and report["roofline_examples_per_s_per_chip"] > 0
 
 
+def test_render_frames_compiles_for_a_tpu_without_collectives():
+  """`render_frames`' compiled call with its frames split over the chips:
+  every chip splats and synthesises its own frames, nothing crosses
+  between chips."""
+  result = _compile("--config", "configs/renderer.py:tiny", "--topology", "v5e:2x2",
+                    "--program", "render", "--per-chip-batch", "2")
+  assert result.returncode == 0, result.stderr
+  report = _report(result)
+  assert (report["program"], report["example"], report["global_batch"]) == ("render", "frame", 8)
+  assert report["fits"] and report["collectives"] == {}
+
+
+@pytest.mark.slow
+def test_one_guided_ddim_step_compiles_for_a_tpu():
+  """One DDIM step with classifier-free guidance over all K bins of 4
+  pictures per chip, stage 2's U-Net replicated."""
+  result = _compile("--config", "configs/ldm_freq_attn.py:tiny", "--topology", "v5e:2x2",
+                    "--program", "sample", "--per-chip-batch", "4")
+  assert result.returncode == 0, result.stderr
+  report = _report(result)
+  assert report["program"] == "sample" and report["fits"]
+  assert report["flops_per_example"] > 0
+
+
 @pytest.mark.parametrize("topology, message", [
     ("v9:2x2", "unknown topology 'v9:2x2': give GENERATION:SHAPE with a generation of"),
     ("v5e:3x7", "topology 'v5e:3x7': INVALID_ARGUMENT: Topology layout \"v5e:3x7\" is not "
@@ -86,6 +110,14 @@ def test_an_explicit_batch_the_chips_do_not_divide_is_refused():
   assert result.stderr.strip() == (
       "python -m spectral_jax.train.compile: error: --config.batch_size=6 does not split "
       "over 4 chips; give a multiple of 4, or --per-chip-batch instead")
+
+
+def test_a_program_of_another_stage_is_refused():
+  result = _compile("--config", "configs/vae.py:tiny", "--topology", "v5e:2x2",
+                    "--program", "render")
+  assert result.returncode == 2 and result.stdout == ""
+  assert result.stderr.strip() == ("python -m spectral_jax.train.compile: error: --program "
+                                   "render renders with the renderer: give configs/renderer.py")
 
 
 @pytest.mark.slow

@@ -18,6 +18,10 @@ folder, same variant and dtype) and batches enter as shapes.
                        (`find_batch`)
   --num-slices S       S copies of the topology joined by the data-centre
                        network (multi-slice); give --config.mesh.dcn_data=S
+  --program P          train (default); sample: one DDIM step with
+                       classifier-free guidance on all K bins of a batch of
+                       pictures (an LDM config); render: `render_frames`'
+                       compiled call on a batch of frames (the renderer's)
 
 Exit status 0 when it fits, 1 when it does not (the JSON line says by how
 much), 2 for bad input (one line on stderr).
@@ -51,6 +55,9 @@ _FIND_BATCH = flags.DEFINE_bool("find-batch", False, "find the largest per-chip 
 _NUM_SLICES = flags.DEFINE_integer("num-slices", 1, "slices joined by DCN", lower_bound=1)
 _VAE_CONFIG = flags.DEFINE_string("vae_config", None,
                                   "an LDM stage's VAE config, FILE:VARIANT")
+_PROGRAM = flags.DEFINE_enum("program", "train", ["train", "sample", "render"],
+                             "what to compile: the training step, one DDIM step, a batch of "
+                             "rendered frames")
 flags.mark_flags_as_required(["config", "topology"])
 
 # HLO instructions that move data between devices (their asynchronous
@@ -145,38 +152,128 @@ def _shape_bytes(shape_text: str, halves: bool) -> int:
   return sum(sizes)
 
 
-def compile_report(config, devices, chip: Chip, global_batch: int, vae_config=None) -> dict:
-  """Compiles ``config``'s training step for ``devices`` at ``global_batch``
-  and reports what `__doc__` lists; ``fits`` is False when XLA refuses it
-  for lack of memory or it needs more than a chip's HBM."""
+# What ``--program`` compiles, and what one of its examples is.
+PROGRAMS = {
+    "train": "training example",
+    # One DDIM step with classifier-free guidance on all K bins of a picture
+    # (the body of `MotionModel.sampler`'s loop).
+    "sample": "picture, one DDIM step",
+    # `render_frames`' compiled call: frames of one encoded picture.
+    "render": "frame",
+}
+
+
+def _program(config, mesh, global_batch: int, vae_config, program: str):
+  """``(lower, parameters, trained)``: ``lower()`` lowers ``program``
+  (`PROGRAMS`) of ``config`` on ``mesh`` for ``global_batch`` examples,
+  batches split over the mesh as training splits them; the parameter
+  counts (all, trained)."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from spectral_jax import sharding
+  from spectral_jax.models import build, functional
+  from spectral_jax.train import stages, train
+  from spectral_jax.train.optimizer import FROZEN
+
+  if program == "train":
+    step = stages.make_step(config, vae_config)
+    constants = step.abstract_constants()
+    plan = train.plan_step(config, step, mesh, constants)
+    sizes = [math.prod(x.shape) for x in jax.tree.leaves(plan.abstract_params)]
+    trained = sum(n for n, label in zip(sizes, jax.tree.leaves(plan.labels)) if label != FROZEN)
+    return (lambda: train.compile_step(plan, plan.abstract_state(constants),
+                                       step.batch_shapes(global_batch)),
+            sum(sizes), trained)
+
+  replicated, split = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  data = config.data
+
+  def shape(dims, dtype, where):
+    return jax.ShapeDtypeStruct(dims, dtype, sharding=where)
+
+  if program == "sample":
+    if not config.stage.startswith("ldm"):
+      raise ValueError("--program sample samples with an LDM stage's U-Net: give "
+                       "configs/ldm_pretrain.py or configs/ldm_freq_attn.py")
+    from spectral_jax import diffusion
+    from spectral_jax.diffusion import latents
+    graphdef, params = functional.abstract_split(
+        lambda: build.build_unet(config, nnx.Rngs(0), inference=True))
+    factor = 2 ** (len(vae_config.model.channel_mults) - 1)
+    schedule = diffusion.make_schedule(**config.diffusion.schedule.to_dict())
+    options = dict(guidance_scale=config.sampling.guidance_scale, eta=config.sampling.eta,
+                   prediction=diffusion.prediction_of(config.diffusion), unroll=True)
+
+    def ddim_step(params, image, z, plan):
+      unet = functional.merge(graphdef, params)
+      eps_fn = latents.conditional_eps(unet, image, data.num_freqs)
+      return diffusion.ddim_steps(eps_fn, schedule, z, plan, **options)
+
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), 1))
+    arguments = (
+        jax.tree.map(lambda x: shape(x.shape, x.dtype, replicated), params),
+        shape((global_batch, data.height, data.width, 3), jnp.float32, split),
+        shape((global_batch, data.num_freqs, data.height // factor, data.width // factor,
+               config.model.latent_channels), jnp.float32, split),
+        (shape((1,), jnp.int32, replicated), shape((1,), jnp.float32, replicated),
+         shape((1,), jnp.float32, replicated), shape(keys.shape, keys.dtype, replicated)))
+    function = ddim_step
+  elif program == "render":
+    if config.stage != "renderer":
+      raise ValueError("--program render renders with the renderer: give configs/renderer.py")
+    graphdef, params = functional.abstract_split(
+        lambda: build.build_renderer(config, nnx.Rngs(0)))
+    picture = jax.ShapeDtypeStruct((1, data.height, data.width, 3), jnp.float32)
+    pyramid, style = jax.eval_shape(
+        lambda params, image: functional.merge(graphdef, params).encode(image), params, picture)
+
+    def render(params, pyramid, style, flow, metric):
+      metric = jnp.broadcast_to(metric, flow.shape[:-1] + (1,))
+      return functional.merge(graphdef, params).render(pyramid, style, flow, metric)
+
+    whole = lambda tree: jax.tree.map(lambda x: shape(x.shape, x.dtype, replicated), tree)
+    arguments = (whole(params), whole(pyramid), whole(style),
+                 shape((global_batch, data.height, data.width, 2), jnp.float32, split),
+                 shape((1, data.height, data.width, 1), jnp.float32, replicated))
+    function = render
+  else:
+    raise ValueError(f"unknown --program {program!r}; one of {', '.join(PROGRAMS)}")
+  count = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+  jitted = jax.jit(function, out_shardings=split)
+  return (lambda: jitted.lower(*arguments).compile()), count, 0
+
+
+def compile_report(config, devices, chip: Chip, global_batch: int, vae_config=None,
+                   program: str = "train") -> dict:
+  """Compiles ``program`` (`PROGRAMS`) of ``config`` for ``devices`` at
+  ``global_batch`` examples and reports what `__doc__` lists; ``fits`` is
+  False when XLA refuses it for lack of memory or it needs more than a
+  chip's HBM."""
   import jax
 
   from spectral_jax import sharding
-  from spectral_jax.train import stages, train
-  from spectral_jax.train.optimizer import FROZEN
 
   config = ml_collections.ConfigDict(config.to_dict())
   config.batch_size = global_batch
   mesh = sharding.make_mesh(config.mesh, devices)
-  step = stages.make_step(config, vae_config)
-  constants = step.abstract_constants()
-  plan = train.plan_step(config, step, mesh, constants)
+  lower, parameters, trained = _program(config, mesh, global_batch, vae_config, program)
   chips = len(devices) // _devices_per_chip(devices)
-  sizes = [math.prod(x.shape) for x in jax.tree.leaves(plan.abstract_params)]
-  trained = [label != FROZEN for label in jax.tree.leaves(plan.labels)]
   report = {
+      "program": program, "example": PROGRAMS[program],
       "stage": config.stage, "variant": config.variant, "dtype": config.dtype,
-      "parameters": sum(sizes),
-      "trained_parameters": sum(n for n, t in zip(sizes, trained) if t),
+      "parameters": parameters, "trained_parameters": trained,
       "chip": chip.device_kind, "chips": chips,
       "slices": len({getattr(d, "slice_index", 0) for d in devices}),
       "mesh": {name: int(size) for name, size in mesh.shape.items()},
-      "global_batch": global_batch, "per_chip_batch": global_batch // chips if global_batch % chips == 0 else global_batch / chips,
+      "global_batch": global_batch,
+      "per_chip_batch": (global_batch // chips if global_batch % chips == 0
+                         else global_batch / chips),
       "hbm_per_chip_gib": chip.hbm_bytes / GiB,
   }
   try:
-    compiled = train.compile_step(plan, plan.abstract_state(constants),
-                                  step.batch_shapes(global_batch))
+    compiled = lower()
   except jax.errors.JaxRuntimeError as error:
     if "RESOURCE_EXHAUSTED" not in str(error):
       raise
@@ -296,14 +393,15 @@ def main(argv) -> None:
     if _FIND_BATCH.value and explicit:
       raise ValueError("--find-batch chooses the batch; drop --config.batch_size")
     compile_at = functools.partial(_compile_at_per_chip, config, devices, chip, chips,
-                                   vae_config)
+                                   vae_config, _PROGRAM.value)
     if _FIND_BATCH.value:
       batch, report = find_batch(compile_at, chip.hbm_bytes / GiB)
       if report is None:
         report = compile_at(1)
     elif explicit:
       report = compile_report(config, devices, chip,
-                              global_batch_size(config, chips, 0, explicit=True), vae_config)
+                              global_batch_size(config, chips, 0, explicit=True), vae_config,
+                              _PROGRAM.value)
     else:
       report = compile_at(_PER_CHIP_BATCH.value)
   except ValueError as error:
@@ -319,8 +417,8 @@ def main(argv) -> None:
     sys.exit(1)
 
 
-def _compile_at_per_chip(config, devices, chip, chips, vae_config, per_chip_batch):
-  return compile_report(config, devices, chip, per_chip_batch * chips, vae_config)
+def _compile_at_per_chip(config, devices, chip, chips, vae_config, program, per_chip_batch):
+  return compile_report(config, devices, chip, per_chip_batch * chips, vae_config, program)
 
 
 def _config_path() -> str:
