@@ -85,6 +85,10 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "dcn_data": 1})
   # With fsdp > 1, parameters of at least this many elements are split.
   config.fsdp_min_size = 2**16
+  # Placements that override that rule: ((regex, spec), ...), spec a mesh
+  # axis or None per dimension, e.g. ((r"attn/qkv/kernel$", (None, "fsdp")),)
+  # (`sharding.tree_shardings`).
+  config.sharding_rules = ()
   # What trains; the rest is frozen. A module group of
   # `train.optimizer.MODULE_GROUPS` ("freq_attention": the frequency
   # attention layers, whichever variant), else a full-match regex on

@@ -11,6 +11,7 @@ fake CPU devices, a GPU node or a TPU pod.
 from __future__ import annotations
 
 import math
+import re
 from typing import Mapping
 
 import jax
@@ -90,11 +91,32 @@ def param_sharding(shape: tuple[int, ...], mesh: Mesh, min_size: int | None) -> 
   return replicated(mesh)
 
 
-def tree_shardings(abstract_tree, mesh: Mesh, min_size: int | None):
-  """`param_sharding` for every array leaf of ``abstract_tree`` (scalars and
-  other leaves are replicated)."""
-  return jax.tree.map(lambda x: param_sharding(tuple(getattr(x, "shape", ())), mesh, min_size),
-                      abstract_tree)
+def tree_shardings(abstract_tree, mesh: Mesh, min_size: int | None, rules=()):
+  """The sharding of every array leaf of ``abstract_tree`` (scalars and
+  other leaves are replicated).
+
+  ``rules``: ``((regex, spec), ...)``, ``spec`` one mesh axis name or None
+  per dimension. The first rule whose regex is found in a leaf's path
+  (``"decoder/conv_in/kernel"``; an optimizer state's moments have their
+  parameter's path inside theirs) and whose spec has the leaf's rank places
+  it; leaves no rule places follow `param_sharding`.
+  """
+  compiled = [(re.compile(pattern), tuple(spec)) for pattern, spec in rules]
+
+  def place(path, leaf):
+    shape = tuple(getattr(leaf, "shape", ()))
+    name = "/".join(str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+                    for key in path)
+    for pattern, spec in compiled:
+      if len(spec) == len(shape) and pattern.search(name):
+        for dim, axis in enumerate(spec):
+          if axis is not None and shape[dim] % mesh.shape[axis]:
+            raise ValueError(f"sharding rule {pattern.pattern!r}: dimension {dim} of {name} "
+                             f"{shape} does not split over {axis}={mesh.shape[axis]}")
+        return NamedSharding(mesh, PartitionSpec(*spec))
+    return param_sharding(shape, mesh, min_size)
+
+  return jax.tree_util.tree_map_with_path(place, abstract_tree)
 
 
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

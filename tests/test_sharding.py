@@ -187,3 +187,24 @@ def test_tree_shardings_place_every_leaf():
   assert all(leaf.mesh == mesh for leaf in jax.tree.leaves(placed))
   replicated = sharding.tree_shardings(tree, mesh, min_size=None)
   assert all(leaf.spec == PartitionSpec() for leaf in jax.tree.leaves(replicated))
+
+
+def test_sharding_rules_override_the_default_by_path():
+  """A rule places the arrays whose path it matches and whose rank its spec
+  has (the parameter and its optimizer moments); the others keep the
+  largest-divisible-dimension rule; a spec the shape cannot take is an
+  error naming the rule and the array."""
+  mesh = _abstract_mesh(2, 4)
+  leaf = lambda *shape: jax.ShapeDtypeStruct(shape, np.float32)
+  tree = {"attn": {"qkv": {"kernel": leaf(64, 192), "bias": leaf(192)}},
+          "conv": {"kernel": leaf(3, 3, 64, 64)},
+          "opt": {"mu": {"attn": {"qkv": {"kernel": leaf(64, 192)}}}}}
+  rules = ((r"attn/qkv/kernel$", ("fsdp", None)), (r"qkv/bias", (None,)))
+  placed = sharding.tree_shardings(tree, mesh, 1, rules)
+  assert placed["attn"]["qkv"]["kernel"].spec == PartitionSpec("fsdp", None)
+  assert placed["opt"]["mu"]["attn"]["qkv"]["kernel"].spec == PartitionSpec("fsdp", None)
+  assert placed["attn"]["qkv"]["bias"].spec == PartitionSpec(None)
+  # The default: the largest dimension the axis divides.
+  assert placed["conv"]["kernel"].spec == PartitionSpec(None, None, "fsdp", None)
+  with pytest.raises(ValueError, match="sharding rule 'conv': dimension 0 of conv/kernel"):
+    sharding.tree_shardings(tree, mesh, 1, (("conv", ("fsdp", None, None, None)),))

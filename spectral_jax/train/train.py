@@ -85,12 +85,12 @@ def plan_step(config: ml_collections.ConfigDict, task, mesh, constants) -> StepP
   graphdef, abstract_params = functional.abstract_split(
       lambda: task.make_model(nnx.Rngs(config.seed)))
   tx = make_optimizer(config.optimizer, abstract_params, config.trainable, graphdef)
-  min_size = config.get("fsdp_min_size")
+  min_size, rules = config.get("fsdp_min_size"), tuple(config.get("sharding_rules", ()))
   shardings = {
       "step": sharding.replicated(mesh),
-      "params": sharding.tree_shardings(abstract_params, mesh, min_size),
+      "params": sharding.tree_shardings(abstract_params, mesh, min_size, rules),
       "opt_state": sharding.tree_shardings(jax.eval_shape(tx.init, abstract_params),
-                                           mesh, min_size),
+                                           mesh, min_size, rules),
       "constants": sharding.tree_shardings(constants, mesh, min_size),
   }
   return StepPlan(task, mesh, graphdef, abstract_params,
