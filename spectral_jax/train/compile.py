@@ -175,17 +175,14 @@ def _program(config, mesh, global_batch: int, vae_config, program: str):
   from spectral_jax import sharding
   from spectral_jax.models import build, functional
   from spectral_jax.train import stages, train
-  from spectral_jax.train.optimizer import FROZEN
 
   if program == "train":
     step = stages.make_step(config, vae_config)
     constants = step.abstract_constants()
     plan = train.plan_step(config, step, mesh, constants)
-    sizes = [math.prod(x.shape) for x in jax.tree.leaves(plan.abstract_params)]
-    trained = sum(n for n, label in zip(sizes, jax.tree.leaves(plan.labels)) if label != FROZEN)
     return (lambda: train.compile_step(plan, plan.abstract_state(constants),
                                        step.batch_shapes(global_batch)),
-            sum(sizes), trained)
+            *plan.parameter_counts())
 
   replicated, split = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   data = config.data
@@ -356,10 +353,6 @@ def find_batch(compile_at, hbm_gib: float) -> tuple[int, dict | None]:
   return low, reports[low]
 
 
-def _explicit_batch_size(argv: list[str]) -> bool:
-  return any(arg.lstrip("-").partition("=")[0] == "config.batch_size" for arg in argv)
-
-
 def _error(message: str) -> None:
   print(f"{_PROG}: error: {message}", file=sys.stderr)
   sys.exit(2)
@@ -378,7 +371,8 @@ def main(argv) -> None:
            "pip install -e '.[tpu]' (from the repository; or pip install 'jax[tpu]')")
   vae_config = None
   if config.stage.startswith("ldm"):
-    spec = _VAE_CONFIG.value or f"{Path(_config_path()).parent / 'vae.py'}:{config.variant}"
+    config_file = config_flags.get_config_filename(flags.FLAGS["config"])
+    spec = _VAE_CONFIG.value or f"{Path(config_file).parent / 'vae.py'}:{config.variant}"
     path, _, variant = spec.partition(":")
     try:
       vae_config = load_config_file(path, variant or None, {"dtype": config.dtype})
@@ -389,7 +383,7 @@ def main(argv) -> None:
   try:
     devices = topology_devices(_TOPOLOGY.value, _NUM_SLICES.value)
     chips = len(devices) // _devices_per_chip(devices)
-    explicit = _explicit_batch_size(sys.argv)
+    explicit = "batch_size" in config_flags.get_override_values(flags.FLAGS["config"])
     if _FIND_BATCH.value and explicit:
       raise ValueError("--find-batch chooses the batch; drop --config.batch_size")
     compile_at = functools.partial(_compile_at_per_chip, config, devices, chip, chips,
@@ -419,16 +413,6 @@ def main(argv) -> None:
 
 def _compile_at_per_chip(config, devices, chip, chips, vae_config, program, per_chip_batch):
   return compile_report(config, devices, chip, per_chip_batch * chips, vae_config, program)
-
-
-def _config_path() -> str:
-  """The file of ``--config FILE[:VARIANT]`` as given."""
-  for index, arg in enumerate(sys.argv):
-    name, equals, value = arg.lstrip("-").partition("=")
-    if name == "config":
-      spec = value if equals else sys.argv[index + 1]
-      return spec.partition(":")[0]
-  raise ValueError("no --config")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,13 @@ class StepPlan:
   learning_rate: optax.Schedule  # of the step
   shardings: dict  # like the state: {"step", "params", "opt_state", "constants"}
 
+  def parameter_counts(self) -> tuple[int, int]:
+    """``(all, trained)``: how many parameter values the model has, and how
+    many of them the optimizer updates."""
+    sizes = [math.prod(x.shape) for x in jax.tree.leaves(self.abstract_params)]
+    labels = jax.tree.leaves(self.labels)
+    return sum(sizes), sum(n for n, label in zip(sizes, labels) if label != FROZEN)
+
   def abstract_state(self, constants) -> dict:
     """The state's shapes, dtypes and shardings (``constants``: arrays or
     shapes)."""
@@ -471,10 +478,7 @@ def _mean(pending: list) -> dict:
 
 def _describe(config, plan: StepPlan, compiled, cost: StepCost, start_step: int) -> None:
   """One paragraph on the console: what is trained on what."""
-  sizes = jax.tree.map(lambda x: math.prod(x.shape), plan.abstract_params)
-  total = sum(jax.tree.leaves(sizes))
-  trained = sum(n for n, label in zip(jax.tree.leaves(sizes), jax.tree.leaves(plan.labels))
-                if label != FROZEN)
+  total, trained = plan.parameter_counts()
   memory = compiled.memory_analysis()
   peak = ""
   if memory is not None:
