@@ -530,12 +530,22 @@ def test_export_in_a_fresh_process_animates_bitwise_like_the_runs(float32_export
   np.testing.assert_array_equal(exported["frames"], frames)
 
 
-def test_export_command_then_animate_takes_the_export(runs, photo, tmp_path, capsys):
+# Runs examples/run_stablehlo.py as a user would, where spectral_jax cannot
+# be imported.
+RUN_STABLEHLO = Path(__file__).resolve().parent.parent / "examples" / "run_stablehlo.py"
+WITHOUT_SPECTRAL_JAX = ("import runpy, sys; sys.modules['spectral_jax'] = None; "
+                        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def test_export_command_then_animate_takes_the_export(runs, animator, photo, probe_picture,
+                                                      tmp_path, capsys):
   model = tmp_path / "model"
-  code, printed, err = _main(capsys, "export", "--checkpoint", runs, "-o", model)
+  code, printed, err = _main(capsys, "export", "--checkpoint", runs, "-o", model, "--stablehlo")
   assert code == 0, err
   assert printed.startswith(f"{model}: float32 export of motion (ldm2 step 3)"), printed
-  files = ["model.json", "motion.safetensors", "renderer.safetensors", "vae.safetensors"]
+  assert printed.endswith("programs sample.jax and render.jax for cpu, cuda, tpu\n"), printed
+  files = ["model.json", "motion.safetensors", "render.jax", "renderer.safetensors",
+           "sample.jax", "vae.safetensors"]
   assert sorted(p.name for p in model.iterdir()) == files
   manifest = json.loads((model / "model.json").read_text())
   _, stats, _ = checkpoint.read_config(runs / "ldm2")
@@ -544,13 +554,35 @@ def test_export_command_then_animate_takes_the_export(runs, photo, tmp_path, cap
   assert manifest["motion"]["clip"] == {"num_frames": T, "fps": 30.0}
   assert manifest["motion"]["sampling"]["num_steps"] == 4
   assert manifest["renderer"]["config"]["stage"] == "renderer"
+  assert manifest["stablehlo"]["sample"]["num_steps"] == 4
+  assert manifest["stablehlo"]["sample"]["guidance_scale"] > 0
+
+  # The programs, with JAX alone, sample and render what `animate` does.
+  np.save(tmp_path / "picture.npy", probe_picture)
+  done = subprocess.run([sys.executable, "-c", WITHOUT_SPECTRAL_JAX, RUN_STABLEHLO, model,
+                         tmp_path / "picture.npy", tmp_path / "programs.npz", "--seed", "5",
+                         "--frames", "10", "--magnify", str(PROBE_MAGNIFY)],
+                        capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-3000:]
+  programs = np.load(tmp_path / "programs.npz")
+  spectral = animator.spectral(probe_picture, seed=5)
+  texture = animator.texture(spectral, np.arange(10, dtype=np.float32), PROBE_MAGNIFY)
+  frames = animator.render(probe_picture, texture, spectral)
+  assert np.abs(spectral[1:]).max() > 0.1 and (frames[1:] != probe_picture).any()
+  # One compiled program against animate's separate calls: XLA fuses the
+  # sampling's last steps and its decoding differently, so the volumes
+  # agree to float32 rounding rather than bit for bit.
+  np.testing.assert_allclose(programs["spectral"], spectral, rtol=0,
+                             atol=1e-5 * np.abs(spectral).max())
+  np.testing.assert_array_equal(programs["frames"], frames)
 
   out = tmp_path / "out.mp4"
   code, printed, err = _main(capsys, "animate", photo, "-o", out, "--checkpoint", model,
                              "--frames", 4, "--steps", PROBE_STEPS)
   assert code == 0, err
   assert iio.imread(out).shape == (4, HEIGHT, WIDTH, 3)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.mp4"]  # No temporary.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.mp4", "picture.npy",
+                                                          "programs.npz"]  # No temporary.
 
 
 def test_float16_export_is_half_the_size_and_animates_alike(runs, animator, float32_export,

@@ -36,10 +36,35 @@ def test_find_batch_finds_the_largest_that_fits(memory_gib, name):
   compile_at, calls = _fake_compiler(memory_gib, hbm)
   batch, report = aot.find_batch(compile_at, hbm)
   assert batch == largest, name
-  assert (report is None) == (largest == 0)
+  assert report["fits"] == (largest > 0)
   if name == "linear":  # 1, 2, the prediction and its neighbour.
     assert calls == [1, 2, 26, 27]
+  if name == "none":  # Batch 1's report says by how much; no second compile.
+    assert calls == [1]
   assert len(calls) <= 12, calls
+
+
+def test_an_interrupted_search_goes_on_with_the_compiles_it_kept(tmp_path):
+  probes = tmp_path / "probes.jsonl"
+  compile_at, calls = _fake_compiler(lambda b: 3.0 + 0.5 * b, 16.0)
+
+  def killed_after_two(batch):
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return compile_at(batch)
+
+  with pytest.raises(KeyboardInterrupt):
+    aot.find_batch(aot.remembered(killed_after_two, probes, "command A"), 16.0)
+  assert calls == [1, 2]
+  with probes.open("a") as cut:  # A line half written when it was killed.
+    cut.write('{"command": "command A", "per_')
+  batch, _ = aot.find_batch(aot.remembered(compile_at, probes, "command A"), 16.0)
+  assert batch == 26 and calls == [1, 2, 26, 27]
+  assert aot.find_batch(aot.remembered(compile_at, probes, "command A"), 16.0)[0] == 26
+  assert len(calls) == 4
+  # Another command's compiles are not its own.
+  aot.find_batch(aot.remembered(compile_at, probes, "command B"), 16.0)
+  assert calls[4:6] == [1, 2]
 
 
 def test_collectives_are_counted_with_their_bytes_and_cross_slice_transfers_apart():

@@ -181,3 +181,38 @@ def test_rematerialisation_reaches_the_tpu_program():
     assert result.returncode == 0, result.stderr
     flops[remat] = _report(result)["flops_per_step_per_chip"]
   assert flops["full"] > 1.03 * flops["none"], flops
+
+
+# Compiles the default model's `spectral-jax export --stablehlo` programs,
+# deserialized as a user would, for one chip of a TPU slice.
+EXPORTED_FOR_A_TPU = """
+import os, shutil, sys
+from spectral_jax.train.compile import TPU_ENVIRONMENT, topology_devices
+os.environ.update(TPU_ENVIRONMENT)
+import jax
+from spectral_jax.inference import stablehlo
+from spectral_jax.inference.animator import DEFAULT_MODEL
+
+shutil.copytree(DEFAULT_MODEL, sys.argv[1])
+stablehlo.write_programs(sys.argv[1])
+chip = jax.sharding.SingleDeviceSharding(topology_devices("v5e:2x2", 1)[0])
+for name, file in stablehlo.FILES.items():
+  program = jax.export.deserialize(bytearray(open(f"{sys.argv[1]}/{file}", "rb").read()))
+  flat = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=chip) for a in program.in_avals]
+  def call(*leaves):
+    args, kwargs = jax.tree.unflatten(program.in_tree, leaves)
+    return program.call(*args, **kwargs)
+  compiled = jax.jit(call).lower(*flat).compile()
+  platform = next(iter(compiled.input_shardings[0][0].device_set)).platform
+  print(name, platform, compiled.memory_analysis().temp_size_in_bytes)
+"""
+
+
+@pytest.mark.slow
+def test_the_exported_programs_compile_for_a_tpu(tmp_path):
+  result = subprocess.run([sys.executable, "-c", EXPORTED_FOR_A_TPU, tmp_path / "model"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.split("\n")
+  assert [line.split()[:2] for line in lines if line] == [["sample", "tpu"], ["render", "tpu"]], \
+      result.stdout

@@ -309,3 +309,31 @@ def test_mask_of_another_size(tmp_path):
   with pytest.raises(pictures.PictureError,
                      match=r"small\.png: the mask is 100x50 but the picture is 200x100"):
     pictures.read_mask(path, framing, feather_px=2)
+
+
+# The resizes of the exported sampler (`inference.stablehlo`), which runs
+# where OpenCV is not: the same as animate's OpenCV ones.
+@pytest.mark.parametrize("size, out_size", [((160, 256), (80, 128)), ((150, 250), (60, 100))])
+def test_the_exported_programs_shrink_a_picture_as_opencv_does(size, out_size):
+  from spectral_jax.inference.stablehlo import shrink_picture
+
+  picture = np.random.default_rng(0).integers(0, 256, size + (3,)).astype(np.uint8)
+  expected, _ = pictures.fit_picture(picture, out_size[1], out_size[0])
+  shrunk = np.asarray(shrink_picture(picture, *out_size))
+  if size[0] % out_size[0] == 0:  # Integer factors: bit for bit.
+    np.testing.assert_array_equal(shrunk, expected)
+  else:  # OpenCV's fixed-point weights round differently: by a level at most.
+    assert np.abs(shrunk.astype(int) - expected).max() <= 1
+    assert np.mean(shrunk != expected) < 0.05
+
+
+def test_the_exported_programs_enlarge_a_spectral_volume_as_opencv_does():
+  from spectral_jax.inference.stablehlo import enlarge_spectral
+
+  rng = np.random.default_rng(1)
+  small = (rng.normal(size=(3, 40, 64, 2)) + 1j * rng.normal(size=(3, 40, 64, 2))).astype(
+      np.complex64)
+  expected = pictures.fit_spectral(small, 128, 80)
+  enlarged = np.asarray(enlarge_spectral(small, 80, 128))
+  assert enlarged.dtype == np.complex64
+  np.testing.assert_allclose(enlarged, expected, rtol=0, atol=1e-5)

@@ -288,9 +288,9 @@ def test_data_mesh_resumes_on_fsdp_mesh(eight_device_run, tmp_path, compile_cach
 if __name__ == "__main__":
   import ast
 
-  from spectral_jax.inference import compile_cache
-  if os.environ.get(compile_cache.ENV_VAR):
-    compile_cache.enable()
+  from spectral_jax.inference import compile_cache as persistent_cache
+  if os.environ.get(persistent_cache.ENV_VAR):
+    persistent_cache.enable()
   command, workdir, out, mesh = sys.argv[1:]
   run = {"straight": _straight, "resume": _resume, "mesh_change": _mesh_change}[command]
   result = run(Path(workdir), ast.literal_eval(mesh))

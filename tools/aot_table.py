@@ -10,10 +10,14 @@ time and run it again to go on). A paper-size step takes minutes to compile
 on a 2-core CPU, so the whole table takes hours: run it in the background.
 ``table`` prints the Markdown table of the JSON files there.
 
-Entries, for every training stage: in bfloat16 the largest per-chip batch
-that fits (``--find-batch``) on the smallest slice of each chip type
-(v5e:2x2, v5p:2x2x1, v6e:2x2), that batch confirmed on 256 v5e chips
-(v5e:16x16), and float32 at per-chip batch 1 on v5e:2x2.
+Entries, for every training stage and for the sampler (one guided DDIM
+step of the frequency-attention model) and the renderer's frame batch: in
+bfloat16 the largest per-chip batch that fits (``--find-batch``) on the
+smallest slice of each chip type (v5e:2x2, v5p:2x2x1, v6e:2x2), that batch
+confirmed on 256 v5e chips (v5e:16x16), and float32 at per-chip batch 1 on
+v5e:2x2. They run in that order of use, v5e first; each search keeps its
+compiles in OUT_DIR/probes/ (``--probes``), so a stopped one loses at most
+the compile under way.
 """
 
 from __future__ import annotations
@@ -26,26 +30,28 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("vae", "ldm_pretrain", "ldm_freq_attn", "renderer")
+# name -> (config file, program of `spectral_jax.train.compile`)
+PROGRAMS = {"vae": ("vae", "train"), "ldm_pretrain": ("ldm_pretrain", "train"),
+            "ldm_freq_attn": ("ldm_freq_attn", "train"), "renderer": ("renderer", "train"),
+            "sampler": ("ldm_freq_attn", "sample"), "render_frames": ("renderer", "render")}
 SMALLEST_SLICES = ("v5e:2x2", "v5p:2x2x1", "v6e:2x2")
 POD = "v5e:16x16"
 
 
 def entries(variant: str) -> list[dict]:
-  """``{name, stage, topology, dtype, args, after}``; ``after``: the entry
-  whose found per-chip batch this one compiles at."""
-  found = []
-  for stage in STAGES:
-    for topology in SMALLEST_SLICES:
-      found.append({"name": f"{stage}-{topology}-bfloat16-largest", "stage": stage,
-                    "topology": topology, "dtype": "bfloat16", "args": ["--find-batch"]})
-    found.append({"name": f"{stage}-{POD}-bfloat16", "stage": stage, "topology": POD,
-                  "dtype": "bfloat16", "after": f"{stage}-v5e:2x2-bfloat16-largest"})
-    found.append({"name": f"{stage}-v5e:2x2-float32-batch1", "stage": stage,
-                  "topology": "v5e:2x2", "dtype": "float32", "args": ["--per-chip-batch=1"]})
-  for entry in found:
-    entry["variant"] = variant
-  return found
+  """``{name, program, topology, dtype, args, after}`` in the order they
+  run; ``after``: the entry whose found per-chip batch this one compiles at."""
+  def entry(name, topology, dtype, **fields):
+    return {"name": f"{name}-{topology}-{dtype}" + fields.pop("suffix", ""), "program": name,
+            "topology": topology, "dtype": dtype, "variant": variant, **fields}
+
+  largest = [entry(name, topology, "bfloat16", suffix="-largest", args=["--find-batch"])
+             for topology in SMALLEST_SLICES for name in PROGRAMS]
+  pod = [entry(name, POD, "bfloat16", after=f"{name}-v5e:2x2-bfloat16-largest")
+         for name in PROGRAMS]
+  float32 = [entry(name, "v5e:2x2", "float32", suffix="-batch1", args=["--per-chip-batch=1"])
+             for name in PROGRAMS]
+  return largest[:len(PROGRAMS)] + pod + float32 + largest[len(PROGRAMS):]
 
 
 def _file(out_dir: Path, name: str) -> Path:
@@ -66,9 +72,13 @@ def run(out_dir: Path, variant: str, only: list[str] | None) -> None:
         continue
       batch = json.loads(before.read_text())["report"].get("per_chip_batch") or 1
       args.append(f"--per-chip-batch={int(batch)}")
+    config, program = PROGRAMS[entry["program"]]
+    (out_dir / "probes").mkdir(exist_ok=True)
     command = [sys.executable, "-m", "spectral_jax.train.compile", "--config",
-               f"configs/{entry['stage']}.py:{variant}", "--topology", entry["topology"],
-               f"--config.dtype={entry['dtype']}", *args]
+               f"configs/{config}.py:{variant}", "--topology", entry["topology"],
+               f"--program={program}", f"--config.dtype={entry['dtype']}",
+               f"--probes={_file(out_dir / 'probes', entry['name']).with_suffix('.jsonl')}",
+               *args]
     print(f"{entry['name']}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     start = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -86,7 +96,7 @@ def run(out_dir: Path, variant: str, only: list[str] | None) -> None:
 
 
 def table(out_dir: Path) -> str:
-  rows = ["| stage | topology | dtype | per-chip batch | memory per chip, GiB (args + temps) "
+  rows = ["| program | topology | dtype | per-chip batch | memory per chip, GiB (args + temps) "
           "| fits | GFLOP / example | collectives (count) | roofline examples/s per chip "
           "| compile s |", "|---" * 10 + "|"]
   for entry in entries("paper"):
@@ -103,11 +113,11 @@ def table(out_dir: Path) -> str:
     flops = report.get("flops_per_example")
     roofline = report.get("roofline_examples_per_s_per_chip")
     rows.append(
-        f"| {report['stage']} | {report['chips']} x {entry['topology']} | {report['dtype']} "
+        f"| {entry['program']} | {report['chips']} x {entry['topology']} | {report['dtype']} "
         f"| {report['per_chip_batch']} | {memory_text} | {'yes' if report['fits'] else 'no'} "
         f"| {flops / 1e9:.1f} | {collectives} | {roofline:.1f} | {record['compile_seconds']} |"
         if flops and roofline else
-        f"| {report['stage']} | {entry['topology']} | {report['dtype']} "
+        f"| {entry['program']} | {entry['topology']} | {report['dtype']} "
         f"| {report['per_chip_batch']} | {memory_text} | no | | | | "
         f"{record['compile_seconds']} |")
   return "\n".join(rows)

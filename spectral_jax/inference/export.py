@@ -65,9 +65,11 @@ def is_export(directory) -> bool:
 
 # Writing.
 
-def write(checkpoint_dir, out_dir, *, dtype: str = "float32") -> dict:
+def write(checkpoint_dir, out_dir, *, dtype: str = "float32", stablehlo: bool = False) -> dict:
   """Exports the runs in ``checkpoint_dir`` (`loading.find_runs`: the motion
-  run, the VAE checkpoint it pins, the renderer run) to ``out_dir``.
+  run, the VAE checkpoint it pins, the renderer run) to ``out_dir``; with
+  ``stablehlo``, also its sampling and rendering as `jax.export` programs
+  (`inference.stablehlo`), recorded in the manifest's ``stablehlo``.
 
   Atomic: everything is written to a temporary folder beside ``out_dir``
   and renamed onto it at the end, so a failed export leaves nothing. An
@@ -137,6 +139,11 @@ def write(checkpoint_dir, out_dir, *, dtype: str = "float32") -> dict:
       save_file(tensors[name], str(tmp / manifest[name]["file"]),
                 metadata={"format": FORMAT, "model": name})
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if stablehlo:
+      from spectral_jax.inference import stablehlo as programs  # Lowers with JAX only here.
+
+      manifest["stablehlo"] = programs.write_programs(tmp)
+      (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
   return manifest
 
 
@@ -288,12 +295,34 @@ def _load_network(directory, entry: dict, build, device):
   config = ml_collections.ConfigDict(entry["config"])
   graphdef, abstract = functional.abstract_split(lambda: build(config, nnx.Rngs(0)))
   path = Path(directory) / entry["file"]
+  params = jax.device_put(parameter_tree(abstract, read_tensors(path), path),
+                          _placement(device))
+  return functional.merge(graphdef, params), config
+
+
+def read_tensors(path) -> dict:
+  """``{name: array}`` of a safetensors file, as stored.
+
+  Raises:
+    FileNotFoundError, ValueError: no such file; not a safetensors file.
+  """
   try:
-    tensors = load_file(str(path))
+    return load_file(str(path))
   except FileNotFoundError:
     raise FileNotFoundError(f"{path}: missing from the export") from None
   except Exception as error:  # safetensors raises its own error types.
     raise ValueError(f"{path}: not a safetensors file ({error})") from None
+
+
+def parameter_tree(abstract, tensors: dict, path="the tensors"):
+  """The tree of ``abstract`` (`functional.abstract_split`'s parameters)
+  filled with ``tensors`` ``{"a/b/kernel": array}`` (NumPy or traced), each
+  cast to the dtype the network declares (exact from float32; float16 is
+  widened).
+
+  Raises:
+    ValueError: ``tensors`` are not the network's (names, shapes).
+  """
   expected = {_path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(abstract)[0]}
   missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
   if missing or extra:
@@ -303,14 +332,12 @@ def _load_network(directory, entry: dict, build, device):
   def take(path_keys, leaf):
     name = _path_name(path_keys)
     value = tensors[name]
-    if value.shape != tuple(leaf.shape):
-      raise ValueError(f"{path}: {name} has shape {value.shape}, the network "
+    if tuple(value.shape) != tuple(leaf.shape):
+      raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, the network "
                        f"{tuple(leaf.shape)}")
-    return value.astype(leaf.dtype)  # Exact from float32; float16 widened.
+    return value.astype(leaf.dtype)
 
-  params = jax.device_put(jax.tree_util.tree_map_with_path(take, abstract),
-                          _placement(device))
-  return functional.merge(graphdef, params), config
+  return jax.tree_util.tree_map_with_path(take, abstract)
 
 
 def _path_name(path) -> str:

@@ -16,16 +16,27 @@ def to_uint8(frames):
   return jnp.round(jnp.clip((frames + 1.0) * 127.5, 0.0, 255.0)).astype(jnp.uint8)
 
 
+def encode_picture(model, image):
+  """``(pyramid, style)`` of the renderer ``model`` for one uint8 picture
+  ``[H, W, 3]``: what every frame of its video shares."""
+  return model.encode(jnp.asarray(image, jnp.float32)[None] / 127.5 - 1.0)
+
+
+def render_batch(model, pyramid, style, flow, metric):
+  """uint8 frames ``[N, H, W, 3]`` of an `encode_picture` moved by ``flow``
+  ``[N, H, W, 2]`` px, splatted with ``metric`` ``[1, H, W, 1]``."""
+  metric = jnp.broadcast_to(metric, flow.shape[:-1] + (1,))
+  return to_uint8(model.render(pyramid, style, flow, metric))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(graphdef, state, image):
-  picture = jnp.asarray(image, jnp.float32)[None] / 127.5 - 1.0
-  return nnx.merge(graphdef, state).encode(picture)
+  return encode_picture(nnx.merge(graphdef, state), image)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _render(graphdef, state, pyramid, style, flow, metric):
-  metric = jnp.broadcast_to(metric, flow.shape[:-1] + (1,))
-  return nnx.merge(graphdef, state).render(pyramid, style, flow, metric)
+  return render_batch(nnx.merge(graphdef, state), pyramid, style, flow, metric)
 
 
 def render_frames(model, image, motion_texture_px, metric, *, batch_size: int = 8,
@@ -79,8 +90,7 @@ def render_frames(model, image, motion_texture_px, metric, *, batch_size: int = 
         count = flow.shape[0]
         if count < batch_size:
           flow = np.pad(flow, ((0, batch_size - count), (0, 0), (0, 0), (0, 0)))
-        dispatched = (start, count,
-                      to_uint8(_render(graphdef, state, pyramid, style, flow, metric)))
+        dispatched = (start, count, _render(graphdef, state, pyramid, style, flow, metric))
       if in_flight is not None:
         done_start, done_count, rendered = in_flight
         frames[done_start:done_start + done_count] = np.asarray(rendered)[:done_count]

@@ -16,6 +16,9 @@ folder, same variant and dtype) and batches enter as shapes.
                        by the chips instead
   --find-batch         the largest per-chip batch that fits, by compiling
                        (`find_batch`)
+  --probes FILE        keep each compile's report in FILE (JSON lines) and
+                       reuse those of the same command: an interrupted
+                       --find-batch goes on where it stopped
   --num-slices S       S copies of the topology joined by the data-centre
                        network (multi-slice); give --config.mesh.dcn_data=S
   --program P          train (default); sample: one DDIM step with
@@ -58,6 +61,8 @@ _VAE_CONFIG = flags.DEFINE_string("vae_config", None,
 _PROGRAM = flags.DEFINE_enum("program", "train", ["train", "sample", "render"],
                              "what to compile: the training step, one DDIM step, a batch of "
                              "rendered frames")
+_PROBES = flags.DEFINE_string("probes", None, "JSON-lines file of this command's compiles, "
+                              "reused when it runs again")
 flags.mark_flags_as_required(["config", "topology"])
 
 # HLO instructions that move data between devices (their asynchronous
@@ -317,7 +322,7 @@ def find_batch(compile_at, hbm_gib: float) -> tuple[int, dict | None]:
   line, memory = fixed + per example x b; the batch it predicts to fill
   ``hbm_gib`` and its neighbour are tried next, then doubling or bisection
   take over where the line was wrong (XLA rematerialises near the limit).
-  Returns ``(b, its report)``, ``(0, None)`` if not even 1 fits."""
+  Returns ``(b, its report)``; ``(0, the report of 1)`` if not even 1 fits."""
   reports = {}
 
   def fits(batch: int) -> bool:
@@ -328,7 +333,7 @@ def find_batch(compile_at, hbm_gib: float) -> tuple[int, dict | None]:
     return reports[batch]["fits"]
 
   if not fits(1):
-    return 0, None
+    return 0, reports[1]
   if not fits(2):
     return 1, reports[1]
   low, high = 2, None  # Fits at low; not at high.
@@ -351,6 +356,35 @@ def find_batch(compile_at, hbm_gib: float) -> tuple[int, dict | None]:
     else:
       high = batch
   return low, reports[low]
+
+
+def remembered(compile_at, path: Path, command: str):
+  """``compile_at`` that first looks in ``path`` (JSON lines ``{command,
+  per_chip_batch, report}``) for a report of the same ``command`` and
+  batch, and appends each new one there, flushed, as soon as it exists."""
+  known = {}
+  if path.exists():
+    text = path.read_text()
+    if text and not text.endswith("\n"):  # Ends in a line cut short by a kill.
+      with path.open("a") as probes:
+        probes.write("\n")
+    for line in text.splitlines():
+      try:
+        probe = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if probe.get("command") == command:
+        known[probe["per_chip_batch"]] = probe["report"]
+
+  def compile_remembered(per_chip_batch: int) -> dict:
+    if per_chip_batch not in known:
+      known[per_chip_batch] = compile_at(per_chip_batch)
+      with path.open("a") as probes:
+        probes.write(json.dumps({"command": command, "per_chip_batch": per_chip_batch,
+                                 "report": known[per_chip_batch]}) + "\n")
+    return known[per_chip_batch]
+
+  return compile_remembered
 
 
 def _error(message: str) -> None:
@@ -388,10 +422,10 @@ def main(argv) -> None:
       raise ValueError("--find-batch chooses the batch; drop --config.batch_size")
     compile_at = functools.partial(_compile_at_per_chip, config, devices, chip, chips,
                                    vae_config, _PROGRAM.value)
+    if _PROBES.value:
+      compile_at = remembered(compile_at, Path(_PROBES.value), _command_key(config, vae_config))
     if _FIND_BATCH.value:
-      batch, report = find_batch(compile_at, chip.hbm_bytes / GiB)
-      if report is None:
-        report = compile_at(1)
+      _, report = find_batch(compile_at, chip.hbm_bytes / GiB)
     elif explicit:
       report = compile_report(config, devices, chip,
                               global_batch_size(config, chips, 0, explicit=True), vae_config,
@@ -409,6 +443,14 @@ def main(argv) -> None:
     print(f"{_PROG}: does not fit: {why}; lower the per-chip batch, or split the parameters "
           "over --config.mesh.fsdp", file=sys.stderr)
     sys.exit(1)
+
+
+def _command_key(config, vae_config) -> str:
+  """What decides a compile's report besides the batch."""
+  return json.dumps({"config": config.to_dict(), "topology": _TOPOLOGY.value,
+                     "num_slices": _NUM_SLICES.value, "program": _PROGRAM.value,
+                     "vae_config": vae_config and vae_config.to_dict()},
+                    sort_keys=True, default=str)
 
 
 def _compile_at_per_chip(config, devices, chip, chips, vae_config, program, per_chip_batch):
