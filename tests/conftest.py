@@ -11,6 +11,8 @@ keeps XLA's default level, to run the suite as users' code compiles.
 
 import os
 
+import pytest
+
 # Parallel test processes (pytest-xdist) share a GPU: each allocates what
 # it uses instead of most of the GPU's memory at its start.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -19,6 +21,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 if os.environ.get("SPECTRAL_JAX_TEST_XLA_DEFAULT") != "1":
   os.environ["XLA_FLAGS"] = " ".join(
       [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compile_cache_of_this_run(tmp_path_factory):
+  """The commands' persistent compilation cache (`inference.compile_cache`)
+  in a folder of this run, never ~/.cache."""
+  os.environ.setdefault("SPECTRAL_JAX_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
 
 
 # A test process peaks at a few GiB (8 fake devices compiling a training

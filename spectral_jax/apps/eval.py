@@ -14,7 +14,8 @@ import argparse
 from pathlib import Path
 
 from spectral_jax.apps.common import check_output
-from spectral_jax.apps.options import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT
+from spectral_jax.apps.options import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT,
+                                       add_cache_argument)
 
 HELP = "a motion model's errors on the test split of a data set"
 DESCRIPTION = (
@@ -44,9 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "(default: T/2)")
   parser.add_argument("--loop", action="store_true",
                       help="sample with loop self-guidance for N-frame videos")
-  parser.add_argument("--cache-dir", metavar="DIR",
-                      help="JAX compilation cache (default $SPECTRAL_JAX_CACHE_DIR or "
-                      "~/.cache/spectral_jax/jax)")
+  add_cache_argument(parser)
 
 
 def load_motion_model(checkpoint):

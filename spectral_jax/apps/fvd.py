@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spectral_jax.apps.options import POSITIVE_INT
+from spectral_jax.apps.options import POSITIVE_INT, add_cache_argument
 
 HELP = "Fréchet Video Distance between two folders of videos"
 DESCRIPTION = (
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="FID and KID on every N-th frame (default %(default)s)")
   parser.add_argument("--batch-size", type=POSITIVE_INT, default=8,
                       help="clips per compiled I3D call (default %(default)s)")
+  add_cache_argument(parser)
 
 
 def read_video(path: Path):
@@ -80,11 +81,13 @@ def run(args) -> None:
   import numpy as np
 
   from spectral_jax.eval import distances, features, fvd
+  from spectral_jax.inference import compile_cache
 
   if args.inception_weights and not (args.features or "").startswith("inception_v3"):
     raise ValueError("--inception-weights is for --features inception_v3 (or "
                      "inception_v3_torchvision)")
   real, fake = _list_videos(args.real_dir), _list_videos(args.fake_dir)
+  compile_cache.enable(args.cache_dir)  # I3D's compile is a third of a small call.
   network = (features.load_network(args.features, args.inception_weights)
              if args.features else None)
   embed = fvd.ClipEmbedder(batch_size=args.batch_size)

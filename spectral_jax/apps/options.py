@@ -57,6 +57,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="sampling seed (default 0)")
   parser.add_argument("--batch-size", type=POSITIVE_INT, default=8,
                       help="frames rendered per compiled call (default %(default)s)")
+  add_cache_argument(parser)
+
+
+def add_cache_argument(parser: argparse.ArgumentParser) -> None:
+  """``--cache-dir``: where `inference.compile_cache` keeps compiled programs."""
   parser.add_argument("--cache-dir", metavar="DIR",
                       help="JAX compilation cache (default $SPECTRAL_JAX_CACHE_DIR or "
                       "~/.cache/spectral_jax/jax)")
