@@ -1,8 +1,10 @@
 """Benchmarks that print their numbers (never part of the test suite).
 
   python tools/benchmark.py data [--videos 2 --video-frames 300 --workers 2]
-  python tools/benchmark.py splat [--channels 64 --rounds 10 --fake-devices 1,8] [--device auto]
-  python tools/benchmark.py train [--variants tiny --steps 3] [--dtype float32 --device auto]
+  python tools/benchmark.py splat [--channels 64 --batch 1 --sizes 256x160,512x288 --rounds 10
+                                   --fake-devices 1,8] [--device auto]
+  python tools/benchmark.py train [--variants tiny --stages vae,...,renderer --steps 3]
+                                  [--dtype float32 --device auto]
   python tools/benchmark.py animate [--variant tiny --frames 150 --steps 50,250] [--dtype --device]
   python tools/benchmark.py animate --model default --steps 25
   python tools/benchmark.py render [--frames 150] [--dtype float32 --device auto]
@@ -23,8 +25,8 @@ end to end (decode, flow, filters, FFT, statistics, TFDS write), with a
 per-stage breakdown on one 150-frame clip, and the peak memory (RSS) of
 `spectral-jax motion` on a 150-frame clip and of a whole `prepare` run.
 
-``splat``: milliseconds per call of the jitted `softmax_splat` (B=1) at
-256x160 and 512x288, beside a plain PyTorch CPU reference of the same formula
+``splat``: milliseconds per call of the jitted `softmax_splat` (``--batch``
+pictures, B=1 by default) at ``--sizes`` (256x160 and 512x288), beside a plain PyTorch CPU reference of the same formula
 (one ``index_add_`` per bilinear corner) written here, on a smooth flow with
 collisions and targets outside the image; prints the speed-up and the largest
 difference relative to the largest output (fails above 1e-4). Both run
@@ -41,10 +43,14 @@ split costs, not a speed-up.
 ``train``: training examples per second of every stage (vae, ldm_pretrain,
 ldm_freq_attn, renderer) at the ``tiny`` and ``paper`` shapes, each run for a
 few steps through the real loop (`spectral_jax.train.train.run`, on
-synthetic scenes; the paper shapes with a small batch on a CPU); the
-compiled step's memory is printed by the loop. Then DDIM sampling seconds
-per picture at 50 and 250 steps with the stage-2 model, and the network
-evaluations per picture (one batched call for all K frequencies per step).
+synthetic scenes; the paper shapes with batch 2 on a CPU, their configs'
+batch on an accelerator), with the MFU where the device's peak is known
+(`train.chips`); the compiled step's memory is printed by the loop.
+``--stages`` picks some (ldm_freq_attn starts from the two before it).
+Then DDIM sampling seconds per picture at 50 and 250 steps with the
+stage-2 model, without guidance and with the classifier-free guidance of
+its sampling config, and the network evaluations per picture (one batched
+call for all K frequencies per step).
 Paper-shape sampling on a CPU is timed at a few steps and extrapolated
 linearly (marked so). ``--variants tiny,paper`` adds the paper shapes (batch
 2): meant for an accelerator; on a 2-core CPU the paper VAE's step (2 examples, 8
@@ -256,15 +262,17 @@ def _splat_benchmark(args) -> None:
   else:
     torch.set_num_threads(threads)
   splat = jax.jit(softmax_splat)
-  print(f"softmax_splat, C={args.channels}, B=1, {threads} threads, best of {args.rounds}:")
-  for width, height in (SIZE, (512, 288)):
+  batch = args.batch
+  print(f"softmax_splat forward, C={args.channels}, B={batch}, {threads} threads, "
+        f"best of {args.rounds}:")
+  for width, height in _sizes(args.sizes):
     rng = np.random.default_rng(0)
-    features = rng.normal(size=(1, height, width, args.channels)).astype(np.float32)
+    features = rng.normal(size=(batch, height, width, args.channels)).astype(np.float32)
     # Smooth waves of up to 8 px, as motion is: neighbours move together,
     # some collide, some leave the image.
     y, x = np.mgrid[:height, :width] / np.float32([[[height]], [[width]]])
     flow = np.stack([8 * np.sin(2 * np.pi * (x + 2 * y)), 4 * np.cos(6 * np.pi * x)], -1)
-    flow = flow[None].astype(np.float32)
+    flow = np.broadcast_to(flow[None], (batch, height, width, 2)).astype(np.float32)
     metric = np.linalg.norm(flow, axis=-1, keepdims=True)
     jax_args = [jax.device_put(a) for a in (features, flow, metric)]
     runs = {"jax": lambda: splat(*jax_args).block_until_ready()}
@@ -291,6 +299,11 @@ def _splat_benchmark(args) -> None:
     print(line, flush=True)
   if args.fake_devices:
     _splat_fake_devices(args)
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+  """``"256x160,512x288"`` → ``[(256, 160), (512, 288)]`` (width, height)."""
+  return [tuple(int(n) for n in size.split("x")) for size in text.split(",")]
 
 
 # The renderer steps that `splat --fake-devices` times: width x height, batch.
@@ -395,13 +408,18 @@ def _train_benchmark(args) -> None:
   try:
     for variant in args.variants.split(","):
       tiny = variant == "tiny"
-      # Paper shapes on a CPU: a couple of examples per step is all it fits.
       common = {"num_steps": args.steps, "log_every": 1, "eval_every": 0,
                 "checkpoint_every": args.steps, "data.synthetic.stats_examples": 8,
                 "eval.whiten_batches": 1, "dtype": args.dtype}
-      batch = {} if tiny else {"batch_size": 2}
+      on_cpu = jax.default_backend() == "cpu"
+      # Paper shapes on a CPU: a couple of examples per step is all it fits;
+      # an accelerator takes the config's own batch.
+      batch = {"batch_size": 2} if on_cpu and not tiny else {}
       runs = {}
-      for stage in ("vae", "ldm_pretrain", "ldm_freq_attn", "renderer"):
+      stages = args.stages.split(",")
+      if "ldm_freq_attn" in stages and not {"vae", "ldm_pretrain"} <= set(stages):
+        raise SystemExit("--stages: ldm_freq_attn starts from vae and ldm_pretrain runs")
+      for stage in stages:
         overrides = dict(common, **batch)
         if stage.startswith("ldm"):
           overrides["vae_from"] = str(runs["vae"])
@@ -411,30 +429,36 @@ def _train_benchmark(args) -> None:
         config = _load_config(stage, variant, **overrides)
         records = train.run(config, run, progress=False)
         runs[stage] = run
+        mfu = records[-1].get("mfu")
         print(f"{variant:5s} {stage:14s} {args.dtype} batch {config.batch_size:3d}: "
-              f"{records[-1]['examples_per_s']:8.2f} examples/s", flush=True)
-
+              f"{records[-1]['examples_per_s']:8.2f} examples/s"
+              + (f", MFU {mfu:.1%}" if mfu is not None else ""), flush=True)
+      if "ldm_freq_attn" not in runs:
+        continue
       model = load_motion_model(runs["ldm_freq_attn"])  # In the runs' dtype.
       data = model.config.data
       image = np.zeros((1, data.height, data.width, 3), np.uint8)
       measured = tiny or jax.default_backend() != "cpu"
       timed = (50, 250) if measured else (2, 4)
-      seconds = {}
-      for num_steps in timed:
-        sample = model.sampler(SamplingOptions(num_steps=num_steps))
-        sample(image, jax.random.key(0)).block_until_ready()
-        seconds[num_steps] = _rate(lambda: sample(image, jax.random.key(1)).block_until_ready(),
-                                   1)
-      if not measured:  # t(S) = a + b S through the two timings.
-        per_step = (seconds[timed[1]] - seconds[timed[0]]) / (timed[1] - timed[0])
-        fixed = seconds[timed[0]] - per_step * timed[0]
-        seconds = {s: fixed + per_step * s for s in (50, 250)}
       how = "measured" if measured else f"extrapolated from {timed[0]} and {timed[1]} steps"
-      for num_steps in (50, 250):
-        print(f"{variant:5s} DDIM {num_steps:3d} steps, K={data.num_freqs}, {args.dtype}: "
-              f"{seconds[num_steps]:8.2f} s per picture ({how}); "
-              f"{eps_calls_per_sample(num_steps)} network calls on [1, {data.num_freqs}, ...]",
-              flush=True)
+      # Without guidance, and with the classifier-free guidance `animate` uses.
+      for guidance in (0.0, model.config.sampling.guidance_scale):
+        seconds = {}
+        for num_steps in timed:
+          sample = model.sampler(SamplingOptions(num_steps=num_steps, guidance_scale=guidance))
+          sample(image, jax.random.key(0)).block_until_ready()
+          seconds[num_steps] = _rate(
+              lambda: sample(image, jax.random.key(1)).block_until_ready(), 1)
+        if not measured:  # t(S) = a + b S through the two timings.
+          per_step = (seconds[timed[1]] - seconds[timed[0]]) / (timed[1] - timed[0])
+          fixed = seconds[timed[0]] - per_step * timed[0]
+          seconds = {s: fixed + per_step * s for s in (50, 250)}
+        batch_rows = 2 if guidance else 1
+        for num_steps in (50, 250):
+          print(f"{variant:5s} DDIM {num_steps:3d} steps, K={data.num_freqs}, guidance "
+                f"{guidance:g}, {args.dtype}: {seconds[num_steps]:8.2f} s per picture ({how}); "
+                f"{eps_calls_per_sample(num_steps)} network calls on [{batch_rows}, "
+                f"{data.num_freqs}, ...]", flush=True)
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
 
@@ -639,6 +663,8 @@ def main() -> None:
   splat = sections.add_parser("splat", parents=[on_device],
                               help="softmax splatting against a PyTorch reference")
   splat.add_argument("--channels", type=int, default=64)
+  splat.add_argument("--batch", type=int, default=1, help="pictures per call")
+  splat.add_argument("--sizes", default="256x160,512x288", help="comma-separated WIDTHxHEIGHT")
   splat.add_argument("--rounds", type=int, default=10,
                      help="timed calls of each implementation, interleaved; best counts")
   splat.add_argument("--fake-devices", default="1,8",
@@ -648,6 +674,8 @@ def main() -> None:
   train = sections.add_parser("train", parents=[with_dtype],
                               help="training examples/s per stage; DDIM sampling")
   train.add_argument("--variants", default="tiny", help="comma-separated: tiny, paper")
+  train.add_argument("--stages", default="vae,ldm_pretrain,ldm_freq_attn,renderer",
+                     help="comma-separated, in this order (ldm_freq_attn needs the two before)")
   train.add_argument("--steps", type=int, default=3,
                      help="training steps per stage; the last one is timed")
   train.set_defaults(run=_train_benchmark)
