@@ -143,9 +143,13 @@ def test_train_refuses_bad_config(tmp_path, config, override, message):
     (["--topology", "v5e:2x2", "--config.batch_size=0"],
      "config.batch_size must be at least 1, got 0"),
     (["--topology", "tpu7:2x2"], "unknown topology 'tpu7:2x2'"),
+    (["--topology", "v5e:2x2", "--find-batch", "--memory-line=4"],
+     "--memory-line takes two numbers, GiB at per-chip batches 1 and 2; got 4"),
+    (["--topology", "v5e:2x2", "--probes=x.jsonl", "--find-batch", "--memory-line=5,3"],
+     "--memory-line 5,3: GiB at batch 1 must be positive and at most that at batch 2"),
     (["--topology", "v5e:2x2"], "libtpu is not installed, and compiling for a TPU needs it: "
                                 "pip install -e '.[tpu]'"),
-], ids=["config", "topology", "libtpu"])
+], ids=["config", "topology", "memory_line", "memory_line_order", "libtpu"])
 def test_compile_for_a_tpu_refuses_bad_input(tmp_path, argv, message):
   """`python -m spectral_jax.train.compile` in this environment, which has
   no libtpu (the tpu extra's tests, tests/test_compile_tpu.py, run in one

@@ -44,6 +44,26 @@ def test_find_batch_finds_the_largest_that_fits(memory_gib, name):
   assert len(calls) <= 12, calls
 
 
+@pytest.mark.parametrize("line, name", [
+    ((3.5, 4.0), "the same"),
+    ((3.6, 4.2), "pessimistic"),   # Predicts 20.
+    ((3.2, 3.5), "optimistic"),    # Predicts 43.
+    ((16.5, 17.0), "nothing"),     # Predicts 0: batch 1 is tried.
+])
+def test_find_batch_starts_from_a_line_measured_elsewhere(line, name):
+  """``line``: the memory of batches 1 and 2 from another compile (another
+  chip); the search compiles from its prediction on."""
+  compile_at, calls = _fake_compiler(lambda b: 3.0 + 0.5 * b, 16.0)
+  batch, report = aot.find_batch(compile_at, 16.0, line)
+  assert batch == 26 and report["fits"], name
+  assert 1 not in calls or name == "nothing", calls
+  if name == "the same":
+    assert calls == [26, 27]
+  assert len(calls) <= 10, calls
+  compile_at, calls = _fake_compiler(lambda b: 17.0 * b, 16.0)
+  assert aot.find_batch(compile_at, 16.0, line)[0] == 0
+
+
 def test_an_interrupted_search_goes_on_with_the_compiles_it_kept(tmp_path):
   probes = tmp_path / "probes.jsonl"
   compile_at, calls = _fake_compiler(lambda b: 3.0 + 0.5 * b, 16.0)

@@ -17,7 +17,9 @@ smallest slice of each chip type (v5e:2x2, v5p:2x2x1, v6e:2x2), that batch
 confirmed on 256 v5e chips (v5e:16x16), and float32 at per-chip batch 1 on
 v5e:2x2. They run in that order of use, v5e first; each search keeps its
 compiles in OUT_DIR/probes/ (``--probes``), so a stopped one loses at most
-the compile under way.
+the compile under way, and the v5p and v6e searches start from the memory
+of v5e's batches 1 and 2 (``--memory-line``: a chip holds the same program
+whatever its generation).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def entries(variant: str) -> list[dict]:
 
   largest = [entry(name, topology, "bfloat16", suffix="-largest", args=["--find-batch"])
              for topology in SMALLEST_SLICES for name in PROGRAMS]
+  for found in largest[len(PROGRAMS):]:  # Other chips start from v5e's memory line.
+    found["line_from"] = f"{found['program']}-{SMALLEST_SLICES[0]}-bfloat16-largest"
   pod = [entry(name, POD, "bfloat16", after=f"{name}-v5e:2x2-bfloat16-largest")
          for name in PROGRAMS]
   float32 = [entry(name, "v5e:2x2", "float32", suffix="-batch1", args=["--per-chip-batch=1"])
@@ -56,6 +60,26 @@ def entries(variant: str) -> list[dict]:
 
 def _file(out_dir: Path, name: str) -> Path:
   return out_dir / f"{name.replace(':', '_')}.json"
+
+
+def _probes(out_dir: Path, name: str) -> Path:
+  return _file(out_dir / "probes", name).with_suffix(".jsonl")
+
+
+def _memory_line(probes: Path) -> list[str]:
+  """``--memory-line`` from the compiles of batches 1 and 2 in ``probes``
+  (another chip's search), or nothing where they are not both there."""
+  memory = {}
+  if probes.exists():
+    for line in probes.read_text().splitlines():
+      try:
+        probe = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      total = (probe["report"].get("memory_per_chip_gib") or {}).get("total")
+      if total is not None:
+        memory[probe["per_chip_batch"]] = total
+  return [f"--memory-line={memory[1]},{memory[2]}"] if {1, 2} <= set(memory) else []
 
 
 def run(out_dir: Path, variant: str, only: list[str] | None) -> None:
@@ -72,12 +96,14 @@ def run(out_dir: Path, variant: str, only: list[str] | None) -> None:
         continue
       batch = json.loads(before.read_text())["report"].get("per_chip_batch") or 1
       args.append(f"--per-chip-batch={int(batch)}")
+    if "line_from" in entry:
+      args += _memory_line(_probes(out_dir, entry["line_from"]))
     config, program = PROGRAMS[entry["program"]]
     (out_dir / "probes").mkdir(exist_ok=True)
     command = [sys.executable, "-m", "spectral_jax.train.compile", "--config",
                f"configs/{config}.py:{variant}", "--topology", entry["topology"],
                f"--program={program}", f"--config.dtype={entry['dtype']}",
-               f"--probes={_file(out_dir / 'probes', entry['name']).with_suffix('.jsonl')}",
+               f"--probes={_probes(out_dir, entry['name'])}",
                *args]
     print(f"{entry['name']}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     start = time.monotonic()

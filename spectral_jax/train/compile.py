@@ -16,6 +16,10 @@ folder, same variant and dtype) and batches enter as shapes.
                        by the chips instead
   --find-batch         the largest per-chip batch that fits, by compiling
                        (`find_batch`)
+  --memory-line A,B    per-chip GiB at per-chip batches 1 and 2 from another
+                       compile of the program (e.g. on a smaller chip):
+                       --find-batch starts from its prediction, not from
+                       compiling those two
   --probes FILE        keep each compile's report in FILE (JSON lines) and
                        reuse those of the same command: an interrupted
                        --find-batch goes on where it stopped
@@ -61,6 +65,8 @@ _VAE_CONFIG = flags.DEFINE_string("vae_config", None,
 _PROGRAM = flags.DEFINE_enum("program", "train", ["train", "sample", "render"],
                              "what to compile: the training step, one DDIM step, a batch of "
                              "rendered frames")
+_MEMORY_LINE = flags.DEFINE_list("memory-line", None, "GiB per chip at per-chip batches 1 "
+                                 "and 2, measured elsewhere: where --find-batch starts")
 _PROBES = flags.DEFINE_string("probes", None, "JSON-lines file of this command's compiles, "
                               "reused when it runs again")
 flags.mark_flags_as_required(["config", "topology"])
@@ -316,12 +322,15 @@ def _devices_per_chip(devices) -> int:
   return len(cores)
 
 
-def find_batch(compile_at, hbm_gib: float) -> tuple[int, dict | None]:
+def find_batch(compile_at, hbm_gib: float,
+               line: tuple[float, float] | None = None) -> tuple[int, dict]:
   """The largest per-chip batch ``b`` for which ``compile_at(b)["fits"]``,
   in few compiles (a paper-size one takes minutes): batches 1 and 2 give a
-  line, memory = fixed + per example x b; the batch it predicts to fill
-  ``hbm_gib`` and its neighbour are tried next, then doubling or bisection
-  take over where the line was wrong (XLA rematerialises near the limit).
+  line, memory = fixed + per example x b (or ``line``, their memory in GiB
+  measured elsewhere, e.g. on another chip: the same program needs about
+  the same memory per chip); the batch it predicts to fill ``hbm_gib`` and
+  its neighbour are tried next, then doubling or bisection take over where
+  the line was wrong (XLA rematerialises near the limit).
   Returns ``(b, its report)``; ``(0, the report of 1)`` if not even 1 fits."""
   reports = {}
 
@@ -332,12 +341,15 @@ def find_batch(compile_at, hbm_gib: float) -> tuple[int, dict | None]:
             f"{'fits' if reports[batch]['fits'] else 'does not fit'}", file=sys.stderr)
     return reports[batch]["fits"]
 
-  if not fits(1):
-    return 0, reports[1]
-  if not fits(2):
-    return 1, reports[1]
-  low, high = 2, None  # Fits at low; not at high.
-  one, two = (reports[b]["memory_per_chip_gib"]["total"] for b in (1, 2))
+  low, high = 0, None  # Fits at low (0: nothing known to); not at high.
+  if line is None:
+    if not fits(1):
+      return 0, reports[1]
+    if not fits(2):
+      return 1, reports[1]
+    low = 2
+    line = tuple(reports[b]["memory_per_chip_gib"]["total"] for b in (1, 2))
+  one, two = line
   if two > one:
     predicted = int((hbm_gib - one) // (two - one)) + 1
     if predicted > low:
@@ -350,12 +362,12 @@ def find_batch(compile_at, hbm_gib: float) -> tuple[int, dict | None]:
         else:
           high = batch if high is None else min(high, batch)
   while high is None or high - low > 1:
-    batch = 2 * low if high is None else (low + high) // 2
+    batch = max(2 * low, 1) if high is None else (low + high) // 2
     if fits(batch):
       low = batch
     else:
       high = batch
-  return low, reports[low]
+  return low, reports[max(low, 1)]
 
 
 def remembered(compile_at, path: Path, command: str):
@@ -398,6 +410,7 @@ def main(argv) -> None:
   config = _CONFIG.value
   try:
     chip = chip_of(_TOPOLOGY.value)
+    memory_line = _memory_line()
   except ValueError as error:
     _error(str(error))
   if importlib.util.find_spec("libtpu") is None:
@@ -425,7 +438,7 @@ def main(argv) -> None:
     if _PROBES.value:
       compile_at = remembered(compile_at, Path(_PROBES.value), _command_key(config, vae_config))
     if _FIND_BATCH.value:
-      _, report = find_batch(compile_at, chip.hbm_bytes / GiB)
+      _, report = find_batch(compile_at, chip.hbm_bytes / GiB, memory_line)
     elif explicit:
       report = compile_report(config, devices, chip,
                               global_batch_size(config, chips, 0, explicit=True), vae_config,
@@ -443,6 +456,21 @@ def main(argv) -> None:
     print(f"{_PROG}: does not fit: {why}; lower the per-chip batch, or split the parameters "
           "over --config.mesh.fsdp", file=sys.stderr)
     sys.exit(1)
+
+
+def _memory_line() -> tuple[float, float] | None:
+  """``--memory-line`` as two GiB figures; ValueError if it is not."""
+  if _MEMORY_LINE.value is None:
+    return None
+  try:
+    one, two = (float(value) for value in _MEMORY_LINE.value)
+  except ValueError:
+    raise ValueError(f"--memory-line takes two numbers, GiB at per-chip batches 1 and 2; got "
+                     f"{','.join(_MEMORY_LINE.value)}") from None
+  if not 0 < one <= two:
+    raise ValueError(f"--memory-line {one:g},{two:g}: GiB at batch 1 must be positive and at "
+                     "most that at batch 2")
+  return one, two
 
 
 def _command_key(config, vae_config) -> str:
