@@ -3,6 +3,7 @@
   python tools/evaluate_demo.py evaluations RUN
   python tools/evaluate_demo.py held-out MODEL PHOTOS [--videos DIR] [--renderer-only]
   python tools/evaluate_demo.py loops MODEL PHOTOS [--crops 4 --loop-frames 90]
+  python tools/evaluate_demo.py pictures MODEL PHOTOS -o OUT.png
 
 MODEL is an export or a folder of runs, as ``animate --checkpoint`` takes,
 or ``default``: the model shipped in ``spectral_jax/default_model/``.
@@ -45,6 +46,12 @@ grey-level difference between the rendered frame at time N, the one after
 the last, and frame 0) with and without self-guidance from the same seed,
 the sampling seconds of each, and how far guidance moves the sample (mean
 ``|S_loop - S|`` over mean ``|S|``).
+
+``pictures``: one PNG (the model card's), a row per photo in PHOTOS: the
+photo as `animate` frames it, the training scenes' vegetation cue on it
+(`photo_scenes.vegetation_mask`), the amplitude of the motion MODEL samples
+for it (seed 0, as ``held-out``; one colour scale for all rows, so rows
+compare) and the frame of its video where the displacement is largest.
 """
 
 from __future__ import annotations
@@ -316,6 +323,56 @@ def loops(args) -> None:
         f"one by {mean('moved'):.1%} of its mean magnitude")
 
 
+def pictures(args) -> None:
+  import io
+
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from PIL import Image
+
+  from spectral_jax.data import photo_scenes
+  from spectral_jax.data import pictures as picture_io
+  from spectral_jax.inference.animator import Animator, video_times
+
+  if args.output.suffix.lower() != ".png" or not args.output.parent.is_dir():
+    raise ValueError(f"{args.output}: a .png in an existing folder")
+  photos = photo_scenes.list_photos(args.photos)
+  animator = Animator.load(_model(args.model))
+  rows = []
+  for path in photos:
+    picture, _ = picture_io.fit_picture(picture_io.read_picture(path), animator.width,
+                                        animator.height)
+    spectral = animator.spectral(picture, 0)
+    texture = animator.texture(spectral, video_times(animator.num_frames))
+    largest = int(np.argmax(np.linalg.norm(texture, axis=-1).mean(axis=(1, 2))))
+    frame = animator.render(picture, texture[largest:largest + 1], spectral)[0]
+    rows.append((path.stem, picture, photo_scenes.vegetation_mask(picture),
+                 _amplitude(spectral), frame, largest))
+    print(f"  {path.stem}: largest displacement at frame {largest}", flush=True)
+  top = max(float(np.percentile(row[3], 99.5)) for row in rows)
+  height, width = animator.height, animator.width
+  figure, axes = plt.subplots(len(rows), 4, squeeze=False,
+                              figsize=(4 * width / 100, len(rows) * (height + 28) / 100), dpi=100)
+  for (name, picture, cue, amplitude, frame, largest), row_axes in zip(rows, axes):
+    panels = ((picture, None, name), (cue, "gray", "training cue (0 to 1)"),
+              (amplitude, "magma", f"motion amplitude (0 to {top:.2f} px)"),
+              (frame, None, f"frame {largest}, largest displacement"))
+    for axis, (image, colours, title) in zip(row_axes, panels):
+      limits = {"vmin": 0.0, "vmax": top if colours == "magma" else 1.0} if colours else {}
+      axis.imshow(image, cmap=colours, interpolation="nearest", **limits)
+      axis.set_title(title, fontsize=8)
+      axis.axis("off")
+  figure.tight_layout(pad=0.3)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=100)
+  # An adaptive palette keeps the file a few hundred KB.
+  Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                             dither=Image.Dither.NONE).save(
+      args.output, optimize=True)
+  print(f"{args.output}: {args.output.stat().st_size / 1024:.0f} KB")
+
+
 def _model(path: Path) -> Path:
   """MODEL as given, or the shipped model for ``default``."""
   from spectral_jax.inference.animator import DEFAULT_MODEL
@@ -368,9 +425,15 @@ def main() -> None:
   looping.add_argument("photos", type=Path, help="a folder of held-out photos")
   looping.add_argument("--crops", type=int, default=4, help="random crops per photo")
   looping.add_argument("--loop-frames", type=int, default=90, help="N, the video's frames")
+  drawn = commands.add_parser("pictures", help="the model card's picture of the held-out photos")
+  drawn.add_argument("model", type=Path,
+                     help="an export, a folder of runs, or default (the shipped model)")
+  drawn.add_argument("photos", type=Path, help="a folder of held-out photos")
+  drawn.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
   args = parser.parse_args()
   command = {"evaluations": lambda: print_evaluations(args.run),
-             "held-out": lambda: held_out(args), "loops": lambda: loops(args)}[args.command]
+             "held-out": lambda: held_out(args), "loops": lambda: loops(args),
+             "pictures": lambda: pictures(args)}[args.command]
   try:
     command()
   except (FileNotFoundError, ValueError) as error:  # A missing model, photos or run.
