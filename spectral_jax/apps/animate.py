@@ -13,6 +13,8 @@ the renderer was trained with; write the video atomically.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import argparse
 import time
 from pathlib import Path
@@ -82,23 +84,41 @@ def _per_picture(path, picture: Path, suffix: str, several: bool) -> Path | None
   return Path(path) / f"{picture.stem}{suffix}" if several else Path(path)
 
 
-def load_motion_file(path, animator):
-  """A `Motion` file's spectral volume framed to the model's size, checked
-  against the model's K and T."""
+class MeasuredMotion(NamedTuple):
+  """A motion file's spectral volume ``[K, H, W, 2]`` px framed to the
+  model's size, and the clock it was measured on: its T and fps."""
+  spectral: object
+  num_frames: int
+  fps: float
+
+
+def load_motion_file(path, animator) -> MeasuredMotion:
+  """A `Motion` file of any K, T and fps (`spectral-jax motion` of any
+  clip), framed to the model's size; it plays on its own clock.
+
+  Raises:
+    ValueError: not a motion file; fewer than 2 bins or 2 frames; more bins
+      than its T has (K > T // 2 + 1); a frame rate that is not positive.
+  """
+  import math
+
   from spectral_jax.data.pictures import fit_spectral
   from spectral_jax.motion.motion_file import Motion
   try:
     motion = Motion.load(path)
   except (OSError, KeyError, ValueError) as error:
     raise ValueError(f"{path}: not a motion file of `spectral-jax motion` ({error})") from None
-  if ((motion.num_freqs, motion.num_frames, motion.fps)
-      != (animator.num_freqs, animator.num_frames, animator.fps)):
-    raise ValueError(
-        f"{path} has K={motion.num_freqs} bins over T={motion.num_frames} frames at "
-        f"{motion.fps:g} fps; this model uses K={animator.num_freqs}, T={animator.num_frames} "
-        f"at {animator.fps:g} fps (measure it with `spectral-jax motion VIDEO --K "
-        f"{animator.num_freqs} --frames {animator.num_frames} --fps {animator.fps:g}`)")
-  return fit_spectral(motion.spectral_volume, animator.width, animator.height)
+  if motion.spectral_volume.ndim != 4 or motion.spectral_volume.shape[-1] != 2:
+    raise ValueError(f"{path}: its spectral volume is {list(motion.spectral_volume.shape)}, "
+                     "not [K, H, W, 2]")
+  if not (2 <= motion.num_freqs <= motion.num_frames // 2 + 1):
+    raise ValueError(f"{path} has K={motion.num_freqs} bins over T={motion.num_frames} "
+                     "frames; motion needs K >= 2 (bin 0 does not move) and at most "
+                     f"T // 2 + 1 = {max(motion.num_frames // 2 + 1, 2)} bins over T >= 2 frames")
+  if not (math.isfinite(motion.fps) and motion.fps > 0):
+    raise ValueError(f"{path}: fps must be positive, got {motion.fps:g}")
+  return MeasuredMotion(fit_spectral(motion.spectral_volume, animator.width, animator.height),
+                        motion.num_frames, motion.fps)
 
 
 def run(args) -> None:
@@ -121,8 +141,11 @@ def run(args) -> None:
   animator = Animator.load(resolve_checkpoint(args.checkpoint),
                            with_motion=args.motion is None)
   measured = load_motion_file(args.motion, animator) if args.motion else None
-  num_frames = args.frames or animator.num_frames
-  fps = args.fps or animator.fps
+  # A measured motion plays on the clock of its clip, a sampled one on the model's.
+  period, clock_fps = ((measured.num_frames, measured.fps) if measured
+                       else (animator.num_frames, animator.fps))
+  num_frames = args.frames or period
+  fps = args.fps or clock_fps
   options = None
   if measured is None:
     options = animator.motion.options(
@@ -135,27 +158,28 @@ def run(args) -> None:
     picture, framing = pictures.fit_picture(pictures.read_picture(picture_path),
                                             animator.width, animator.height)
     if measured is not None:
-      spectral, origin = measured, f"from {args.motion}"
+      spectral = measured.spectral
+      origin = (f"from {args.motion} (K={len(spectral)} over T={period} frames at "
+                f"{clock_fps:g} fps)")
     else:
       spectral = animator.spectral(picture, args.seed, options, progress=True)
       origin = f"sampled, {options.num_steps} DDIM steps, seed {args.seed}"
     if args.mask:
       mask = pictures.read_mask(args.mask, framing, feather_px=args.feather)
       spectral = spectral * mask[None, :, :, None]
-    texture = animator.texture(spectral, times, args.magnify)
-    frames = animator.render(picture, texture, spectral, batch_size=args.batch_size,
-                             progress=True)
+    texture = animator.texture(spectral, times, args.magnify, num_frames=period)
+    frames = animator.render(picture, texture, spectral, num_frames=period,
+                             batch_size=args.batch_size, progress=True)
     write_video(video_path, frames, fps)
     if args.save_motion:
-      Motion(np.asarray(spectral, np.complex64), picture, animator.fps,
-             animator.num_frames).save(_per_picture(args.save_motion, picture_path, ".npz",
-                                                    several))
+      Motion(np.asarray(spectral, np.complex64), picture, clock_fps,
+             period).save(_per_picture(args.save_motion, picture_path, ".npz", several))
     if args.viz:
       from spectral_jax.motion import viz
       viz.write_visualizations(
           _per_picture(args.viz, picture_path, "", several), image=picture,
-          disp_px=animator.texture(spectral, np.arange(animator.num_frames)),
-          spectral=spectral, fps=animator.fps, frames=frames)
+          disp_px=animator.texture(spectral, np.arange(period), num_frames=period),
+          spectral=spectral, fps=clock_fps, frames=frames)
     print(f"{video_path}: {len(frames)} frames at {fps:g} fps ({len(frames) / fps:.1f} s), "
           f"{animator.width}x{animator.height}; motion {origin}; "
           f"{time.perf_counter() - started:.1f} s ({framing.describe()})")

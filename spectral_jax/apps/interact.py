@@ -100,20 +100,25 @@ def run(args) -> None:
                            with_motion=args.motion is None)
   started = time.perf_counter()
   picture, framing = pictures.fit_picture(image, animator.width, animator.height)
-  num_frames = args.frames or animator.num_frames
-  poked = model_pokes(pokes, framing, num_frames)
+  # Modes measured on a clip ring at the frequencies of its clock; sampled
+  # ones at the model's.
   if args.motion:
-    spectral, origin = load_motion_file(args.motion, animator), f"modes from {args.motion}"
+    measured = load_motion_file(args.motion, animator)
+    spectral, period, fps = measured
+    origin = f"modes from {args.motion}"
   else:
     options = animator.motion.options(num_steps=args.steps)
     spectral = animator.spectral(picture, args.seed, options, progress=True)
+    period, fps = animator.num_frames, animator.fps
     origin = f"modes sampled, seed {args.seed}"
-  response = dynamics.simulate(spectral, poked, num_output_frames=num_frames,
-                               fps=animator.fps, num_frames=animator.num_frames,
-                               alpha=args.alpha, beta=args.beta, strength=args.strength)
-  frames = animator.render(picture, response.displacement, spectral,
+  num_frames = args.frames or period
+  poked = model_pokes(pokes, framing, num_frames)
+  response = dynamics.simulate(spectral, poked, num_output_frames=num_frames, fps=fps,
+                               num_frames=period, alpha=args.alpha, beta=args.beta,
+                               strength=args.strength)
+  frames = animator.render(picture, response.displacement, spectral, num_frames=period,
                            batch_size=args.batch_size, progress=True)
-  write_video(Path(args.output), frames, animator.fps)
-  print(f"{args.output}: {len(frames)} frames at {animator.fps:g} fps, {len(poked)} poke(s); "
+  write_video(Path(args.output), frames, fps)
+  print(f"{args.output}: {len(frames)} frames at {fps:g} fps, {len(poked)} poke(s); "
         f"{origin}; {response.substeps} Euler sub-steps per frame; "
         f"{time.perf_counter() - started:.1f} s ({framing.describe()})")

@@ -50,9 +50,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                       "motion run; the motion run finds its VAE), or an export")
   parser.add_argument("--motion", metavar="S.npz",
                       help="a spectral volume from `spectral-jax motion` instead of a "
-                      "prediction (same K and T as the model)")
+                      "prediction: any K, T and fps, played on its own clock")
   parser.add_argument("--frames", type=POSITIVE_INT,
-                      help="frames of the video (default: T of the training clips)")
+                      help="frames of the video (default: T of the training clips, or of "
+                      "the --motion clip)")
   parser.add_argument("--steps", type=POSITIVE_INT, help="DDIM steps (default: the model's)")
   parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="sampling seed (default 0)")
   parser.add_argument("--batch-size", type=POSITIVE_INT, default=8,

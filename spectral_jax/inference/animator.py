@@ -121,24 +121,30 @@ class Animator:
     spectral = from_real_layout(denormalize(np.asarray(normalized[0]), stats.scales, stats.power))
     return fit_spectral(spectral, self.width, self.height) if upsampled else spectral
 
-  def texture(self, spectral: np.ndarray, times: np.ndarray, magnify: float = 1.0) -> np.ndarray:
+  def texture(self, spectral: np.ndarray, times: np.ndarray, magnify: float = 1.0, *,
+              num_frames: int | None = None) -> np.ndarray:
     """``magnify * (D(t) - D(0))`` ``[N, H, W, 2]`` float32 px at ``times``
-    ``[N]`` (model frames) of a spectral volume over the model's T."""
-    return animation_texture(spectral, times, self.num_frames, magnify)
+    ``[N]`` (frames) of a spectral volume over ``num_frames`` T (default:
+    the model's; a volume measured on another clip has its own)."""
+    return animation_texture(spectral, times, num_frames or self.num_frames, magnify)
 
-  def metric(self, spectral: np.ndarray) -> np.ndarray:
+  def metric(self, spectral: np.ndarray, *, num_frames: int | None = None) -> np.ndarray:
     """The renderer's splatting metric ``[H, W, 1]`` float32 of a spectral
-    volume ``[K, H, W, 2]`` (picture's pixels, unmagnified) over the model's
-    T, with the renderer's ``metric_scale`` (`splat_metric`)."""
-    return splat_metric(spectral, self.num_frames, self.renderer.metric_scale)
+    volume ``[K, H, W, 2]`` (picture's pixels, unmagnified) over
+    ``num_frames`` T (default: the model's), with the renderer's
+    ``metric_scale`` (`splat_metric`)."""
+    return splat_metric(spectral, num_frames or self.num_frames, self.renderer.metric_scale)
 
   def render(self, picture: np.ndarray, texture: np.ndarray, spectral: np.ndarray, *,
-             batch_size: int = 8, progress: bool = False) -> np.ndarray:
+             num_frames: int | None = None, batch_size: int = 8,
+             progress: bool = False) -> np.ndarray:
     """Frames ``[N, H, W, 3]`` uint8 of ``picture`` moved by ``texture``,
-    splatted with the `metric` of ``spectral`` ``[K, H, W, 2]``, the volume
-    of the motion (unmagnified): the metric the renderer was trained with,
-    whatever the magnification or frame times of ``texture``."""
-    return render_frames(self.renderer.renderer, picture, texture, self.metric(spectral),
+    splatted with the `metric` of ``spectral`` ``[K, H, W, 2]`` over
+    ``num_frames`` T, the volume of the motion (unmagnified): the metric the
+    renderer was trained with, whatever the magnification or frame times of
+    ``texture``."""
+    return render_frames(self.renderer.renderer, picture, texture,
+                         self.metric(spectral, num_frames=num_frames),
                          batch_size=batch_size, progress=progress)
 
 
