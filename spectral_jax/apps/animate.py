@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="video format when IMAGE is a folder (default %(default)s)")
   add_model_arguments(parser)
   parser.add_argument("--fps", type=POSITIVE,
-                      help="frame rate of the video (default: the training clips')")
+                      help="frame rate of the video (default: the training clips', or the "
+                      "--motion clip's)")
   parser.add_argument("--loop", action="store_true",
                       help="guide sampling so that the video loops seamlessly")
   parser.add_argument("--magnify", type=POSITIVE, default=1.0,
