@@ -216,3 +216,35 @@ def test_the_exported_programs_compile_for_a_tpu(tmp_path):
   lines = result.stdout.split("\n")
   assert [line.split()[:2] for line in lines if line] == [["sample", "tpu"], ["render", "tpu"]], \
       result.stdout
+
+
+# Each process of a 256-chip pod brings its own rows of the batch
+# (`sharding.global_batch`); the mesh follows the torus, so a process's rows
+# need not be contiguous, but jax.make_array_from_process_local_data needs
+# every process to own the same number of them, none shared.
+BATCH_ROWS_OF_EACH_PROCESS = """
+import json, os
+from spectral_jax.train.compile import TPU_ENVIRONMENT, topology_devices
+os.environ.update(TPU_ENVIRONMENT)
+from spectral_jax import sharding
+rows = {}
+for name, axes in (("v5e:16x16", {"data": 64, "fsdp": 4}), ("v5p:4x4x4", {"data": 16, "fsdp": 4}),
+                   ("v5e:16x16", {"data": 256, "fsdp": 1})):
+  mesh = sharding.make_mesh(axes, topology_devices(name, 1))
+  owners = {}
+  for row, device in enumerate(mesh.devices.flat):  # The batch's split order.
+    owners.setdefault(device.process_index, []).append(row)
+  rows[f"{name} {axes['data']}x{axes['fsdp']}"] = sorted(owners.values())
+print(json.dumps(rows))
+"""
+
+
+def test_every_process_of_a_pod_brings_as_many_batch_rows_none_shared():
+  result = subprocess.run([sys.executable, "-c", BATCH_ROWS_OF_EACH_PROCESS], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for mesh, rows in json.loads(result.stdout.strip().splitlines()[-1]).items():
+    chips = 256 if mesh.startswith("v5e") else 64
+    assert len(rows) == chips // 4, mesh  # 4 chips per host.
+    assert {len(r) for r in rows} == {4}, mesh
+    assert sorted(sum(rows, [])) == list(range(chips)), mesh
