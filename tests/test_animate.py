@@ -341,12 +341,14 @@ def test_magnify_leaves_the_renderers_metric_as_trained(runs, animator, small_sc
   Motion(small_scene.spectral, picture, 30.0, T).save(tmp_path / "S.npz")
   seen = {}
 
-  def spy(model, image, texture, metric, **options):
+  def spy(model, image, textures, metric, **options):
     """What the renderer is given; black frames spare the rendering."""
-    seen[magnify] = (np.abs(texture).max(), np.asarray(metric))
-    return np.zeros(texture.shape[:3] + (3,), np.uint8)
+    textures = list(textures)
+    seen[magnify] = (max(np.abs(texture).max() for texture in textures), np.asarray(metric))
+    for texture in textures:
+      yield np.zeros(texture.shape[:3] + (3,), np.uint8)
 
-  monkeypatch.setattr(animator_module, "render_frames", spy)
+  monkeypatch.setattr(animator_module, "render_frame_batches", spy)
   for magnify in (1, 3):
     code, _, err = _main(capsys, "animate", tmp_path / "first.png", "--motion",
                          tmp_path / "S.npz", "--checkpoint", runs, "--frames", 6,

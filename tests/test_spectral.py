@@ -119,3 +119,16 @@ def test_rejects_too_many_bins():
 
 def test_frequencies_in_hz():
   np.testing.assert_allclose(spectral.frequencies_hz(4, 150, 30.0), [0, 0.2, 0.4, 0.6])
+
+
+def test_a_texture_computed_batch_by_batch_is_the_whole_ones_bit_for_bit():
+  """A video rendered batch by batch (`Animator.video`) shows exactly the
+  displacements of the whole video's texture."""
+  rng = np.random.default_rng(0)
+  volume = (rng.normal(size=(16, 40, 64, 2)) + 1j * rng.normal(size=(16, 40, 64, 2))).astype(
+      np.complex64)
+  times = np.arange(150, dtype=np.float32) / 2
+  whole = spectral.animation_texture(volume, times, 150, 2.5)
+  batches = [spectral.animation_texture(volume, times[s:s + 8], 150, 2.5)
+             for s in range(0, 150, 8)]
+  np.testing.assert_array_equal(np.concatenate(batches), whole)

@@ -83,3 +83,22 @@ def test_list_videos(tmp_path):
       "b.MP4", "c.avi", "sub/a.webm"]
   with pytest.raises(video.VideoError, match="no such directory"):
     video.list_videos(tmp_path / "nope")
+
+
+def test_batches_stream_into_the_same_video_and_a_failed_one_leaves_none(tmp_path):
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (11, 32, 48, 3)).astype(np.uint8)
+  assert video.write_video(tmp_path / "whole.mp4", frames, 30) == 11
+  batches = (frames[start:start + 4] for start in range(0, 11, 4))
+  assert video.write_video(tmp_path / "streamed.mp4", batches, 30) == 11
+  assert (tmp_path / "whole.mp4").read_bytes() == (tmp_path / "streamed.mp4").read_bytes()
+
+  def failing():
+    yield frames[:4]
+    raise RuntimeError("the renderer failed")
+
+  with pytest.raises(RuntimeError, match="renderer failed"):
+    video.write_video(tmp_path / "failed.mp4", failing(), 30)
+  with pytest.raises(ValueError, match="frames of 24x16 after frames of 48x32"):
+    video.write_video(tmp_path / "sizes.mp4", iter([frames[:2], frames[:2, :16, :24]]), 30)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.mp4", "whole.mp4"]

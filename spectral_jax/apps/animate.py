@@ -168,10 +168,11 @@ def run(args) -> None:
     if args.mask:
       mask = pictures.read_mask(args.mask, framing, feather_px=args.feather)
       spectral = spectral * mask[None, :, :, None]
-    texture = animator.texture(spectral, times, args.magnify, num_frames=period)
-    frames = animator.render(picture, texture, spectral, num_frames=period,
-                             batch_size=args.batch_size, progress=True)
-    write_video(video_path, frames, fps)
+    frames = animator.video(picture, spectral, times, args.magnify, num_frames=period,
+                            batch_size=args.batch_size, progress=True)
+    if args.viz:  # Its pictures need the whole video; otherwise it streams.
+      frames = np.concatenate(list(frames))
+    count = write_video(video_path, frames, fps)
     if args.save_motion:
       Motion(np.asarray(spectral, np.complex64), picture, clock_fps,
              period).save(_per_picture(args.save_motion, picture_path, ".npz", several))
@@ -181,6 +182,6 @@ def run(args) -> None:
           _per_picture(args.viz, picture_path, "", several), image=picture,
           disp_px=animator.texture(spectral, np.arange(period), num_frames=period),
           spectral=spectral, fps=clock_fps, frames=frames)
-    print(f"{video_path}: {len(frames)} frames at {fps:g} fps ({len(frames) / fps:.1f} s), "
+    print(f"{video_path}: {count} frames at {fps:g} fps ({count / fps:.1f} s), "
           f"{animator.width}x{animator.height}; motion {origin}; "
           f"{time.perf_counter() - started:.1f} s ({framing.describe()})")

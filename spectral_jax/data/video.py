@@ -124,29 +124,55 @@ def read_clip(path, *, num_frames: int, fps: float, size: tuple[int, int],
                    f"from frame {start_frame}")
 
 
-def write_video(path, frames: np.ndarray, fps: float, *, quality: float = 8.0) -> None:
-  """Writes uint8 ``[T, H, W, 3]`` RGB frames as an H.264 mp4 (yuv420p, plays
-  everywhere), or as a GIF when ``path`` ends in ``.gif``; atomically."""
-  frames = np.asarray(frames)
-  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+def write_video(path, frames, fps: float, *, quality: float = 8.0) -> int:
+  """Writes RGB frames as an H.264 mp4 (yuv420p, plays everywhere), or as a
+  GIF when ``path`` ends in ``.gif``; atomically. Returns the frame count.
+
+  ``frames``: uint8 ``[T, H, W, 3]``, or an iterable of such batches
+  (`Animator.video`), encoded as they come, so that a long or large video
+  never sits in memory whole (a GIF, small by nature, is gathered first).
+  """
+  batches = iter([frames] if isinstance(frames, np.ndarray) else frames)
   path = Path(path)
+  count = 0
   with atomic_output(path) as tmp:
     if path.suffix.lower() == ".gif":
       import imageio.v3 as iio
-      iio.imwrite(tmp, frames, duration=1000.0 / fps, loop=0)
-      return
-    height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(tmp), (width, height), fps=fps, codec="libx264", quality=quality,
-        pix_fmt_out="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
-    with warnings.catch_warnings():
-      # JAX warns of any fork once it is loaded; ffmpeg's fork execs at once.
-      warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-      writer.send(None)
-    for frame in frames:
-      writer.send(np.ascontiguousarray(frame))
-    writer.close()
+      gathered = np.concatenate([_checked(batch) for batch in batches])
+      iio.imwrite(tmp, gathered, duration=1000.0 / fps, loop=0)
+      return len(gathered)
+    writer = None
+    try:
+      for batch in batches:
+        batch = _checked(batch)
+        if writer is None:
+          height, width = batch.shape[1:3]
+          writer = imageio_ffmpeg.write_frames(
+              str(tmp), (width, height), fps=fps, codec="libx264", quality=quality,
+              pix_fmt_out="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
+          with warnings.catch_warnings():
+            # JAX warns of any fork once it is loaded; ffmpeg's fork execs at once.
+            warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+            writer.send(None)
+        elif batch.shape[1:3] != (height, width):
+          raise ValueError(f"frames of {batch.shape[2]}x{batch.shape[1]} after frames of "
+                           f"{width}x{height}")
+        for frame in batch:
+          writer.send(np.ascontiguousarray(frame))
+        count += len(batch)
+    finally:
+      if writer is not None:  # Ends ffmpeg, also when a batch failed.
+        writer.close()
+    if writer is None:
+      raise ValueError("no frames to write")
+  return count
+
+
+def _checked(frames) -> np.ndarray:
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+  return frames
 
 
 def list_videos(directory) -> list[Path]:

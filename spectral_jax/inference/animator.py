@@ -22,7 +22,7 @@ from spectral_jax.inference.motion_model import MotionModel, SamplingOptions
 from spectral_jax.data.pictures import fit_picture, fit_spectral
 from spectral_jax.motion.normalize import denormalize
 from spectral_jax.motion.spectral import animation_texture, from_real_layout
-from spectral_jax.render.frames import render_frames
+from spectral_jax.render.frames import render_frame_batches, render_frames
 from spectral_jax.render.splat_metric import splat_metric
 
 
@@ -146,6 +146,21 @@ class Animator:
     return render_frames(self.renderer.renderer, picture, texture,
                          self.metric(spectral, num_frames=num_frames),
                          batch_size=batch_size, progress=progress)
+
+  def video(self, picture: np.ndarray, spectral: np.ndarray, times: np.ndarray,
+            magnify: float = 1.0, *, num_frames: int | None = None, batch_size: int = 8,
+            progress: bool = False):
+    """The frames `render` gives for ``texture(spectral, times, magnify)``,
+    bit for bit, yielded as uint8 batches ``[n, H, W, 3]`` and computed as
+    they are asked for: memory holds a batch's texture and frames, not the
+    video's, whatever its length and size."""
+    period = num_frames or self.num_frames
+    textures = (self.texture(spectral, times[start:start + batch_size], magnify,
+                             num_frames=period)
+                for start in range(0, len(times), batch_size))
+    yield from render_frame_batches(
+        self.renderer.renderer, picture, textures, self.metric(spectral, num_frames=period),
+        batch_size=min(batch_size, len(times)), total=len(times), progress=progress)
 
 
 # Where the default model goes: an export (`export.write`) inside the package,

@@ -70,13 +70,21 @@ def _matmul(xp, a, b):
 
 def _fourier_sum(spectral, cos_basis, sin_basis):
   """``Re(sum_k S_k (cos + i sin)_{nk})`` = ``[N, H, W, 2]`` float32 for
-  ``[N, K]`` bases: two real matmuls instead of a complex one."""
+  ``[N, K]`` bases: two real matmuls instead of a complex one.
+
+  With NumPy, one row (time) at a time: a matrix product's rounding depends
+  on how many rows it has, and a video rendered batch by batch must show
+  the displacements of the whole video's texture bit for bit."""
   xp = array_module(spectral)
   shape = spectral.shape
   re = xp.real(spectral).astype(xp.float32).reshape(shape[0], -1)
   im = xp.imag(spectral).astype(xp.float32).reshape(shape[0], -1)
-  real = _matmul(xp, cos_basis.astype(xp.float32), re) - _matmul(
-      xp, sin_basis.astype(xp.float32), im)
+  cos_basis, sin_basis = cos_basis.astype(xp.float32), sin_basis.astype(xp.float32)
+  if xp is np:
+    real = np.stack([c @ re - s @ im for c, s in zip(cos_basis, sin_basis)]).reshape(
+        (len(cos_basis), re.shape[1]))
+  else:
+    real = _matmul(xp, cos_basis, re) - _matmul(xp, sin_basis, im)
   return real.reshape((cos_basis.shape[0],) + shape[1:])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -48,12 +49,6 @@ def render_frames(model, image, motion_texture_px, metric, *, batch_size: int = 
   (`SynthesisDecoder`). Still parts of a moving picture stay the picture
   likewise, so every video starts on the input picture.
 
-  The encoder runs once; frames are rendered ``batch_size`` at a time by one
-  jit-compiled function (the last batch is padded to the same shape), one
-  batch rendering while the one before is copied to the host, so memory is
-  bounded by two batches whatever ``T``: only the uint8 result
-  ``[T, H, W, 3]`` grows with it.
-
   Args:
     model: a `spectral_jax.models.renderer.Renderer`.
     image: ``[H, W, 3]`` uint8 picture (frame 0).
@@ -65,35 +60,49 @@ def render_frames(model, image, motion_texture_px, metric, *, batch_size: int = 
     batch_size: frames rendered per compiled call.
     progress: show a tqdm progress bar.
   Returns:
-    ``[T, H, W, 3]`` uint8 frames.
+    ``[T, H, W, 3]`` uint8 frames, those of `render_frame_batches`.
   """
-  num_frames = motion_texture_px.shape[0]
-  if image.shape[:2] != motion_texture_px.shape[1:3]:
-    raise ValueError(f"picture {image.shape} and motion {motion_texture_px.shape} differ in size")
+  motion = np.asarray(motion_texture_px, np.float32)
+  batches = (motion[start:start + batch_size] for start in range(0, len(motion), batch_size))
+  return np.concatenate(list(render_frame_batches(
+      model, image, batches, metric, batch_size=min(batch_size, len(motion)),
+      total=len(motion), progress=progress)))
+
+
+def render_frame_batches(model, image, motion_batches, metric, *, batch_size: int,
+                         total: int | None = None, progress: bool = False):
+  """`render_frames` batch by batch: yields uint8 ``[n, H, W, 3]`` frames
+  for each ``[n, H, W, 2]`` (px, ``n <= batch_size``) of ``motion_batches``,
+  an iterable that may compute them as they are asked for.
+
+  The encoder runs once; every batch goes through one jit-compiled function
+  (a shorter one is padded to ``batch_size``), one batch rendering while the
+  one before is copied to the host: memory holds two batches of motion and
+  frames whatever the video's length. ``total``: frames expected, for the
+  progress bar.
+  """
   if np.shape(metric) != image.shape[:2] + (1,):
     raise ValueError(f"metric must be {image.shape[:2] + (1,)}, got {np.shape(metric)}")
-  batch_size = min(batch_size, num_frames)
   graphdef, state = nnx.split(model)
-  # The motion stays on the host; each batch's slice goes to the device.
-  motion = np.asarray(motion_texture_px, np.float32)
   metric = jnp.asarray(metric, jnp.float32)[None]  # [1, H, W, 1]
   pyramid, style = _encode(graphdef, state, image)
-  frames = np.empty((num_frames,) + image.shape[:2] + (3,), np.uint8)
-  in_flight = None  # (start, count, device frames) of the batch dispatched last.
-  with tqdm(total=num_frames, unit="frame", disable=not progress) as bar:
-    for start in range(0, num_frames + batch_size, batch_size):
+  in_flight = None  # (count, device frames) of the batch dispatched last.
+  with tqdm(total=total, unit="frame", disable=not progress) as bar:
+    for flow in itertools.chain(motion_batches, [None]):
       # Batch i + 1 is dispatched (JAX runs it asynchronously) before batch
       # i is copied to the host, so the device never waits on the copy.
       dispatched = None
-      if start < num_frames:
-        flow = motion[start:start + batch_size]
-        count = flow.shape[0]
+      if flow is not None:
+        flow = np.asarray(flow, np.float32)
+        if flow.shape[1:3] != image.shape[:2] or not 0 < len(flow) <= batch_size:
+          raise ValueError(f"picture {image.shape} and a motion batch {flow.shape} differ in "
+                           f"size, or the batch is not 1 to {batch_size} frames")
+        count = len(flow)
         if count < batch_size:
           flow = np.pad(flow, ((0, batch_size - count), (0, 0), (0, 0), (0, 0)))
-        dispatched = (start, count, _render(graphdef, state, pyramid, style, flow, metric))
+        dispatched = (count, _render(graphdef, state, pyramid, style, flow, metric))
       if in_flight is not None:
-        done_start, done_count, rendered = in_flight
-        frames[done_start:done_start + done_count] = np.asarray(rendered)[:done_count]
-        bar.update(done_count)
+        count, rendered = in_flight
+        yield np.asarray(rendered)[:count]
+        bar.update(count)
       in_flight = dispatched
-  return frames
