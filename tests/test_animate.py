@@ -233,8 +233,9 @@ def test_motion_of_a_shorter_slower_clip_plays_on_its_own_clock(tmp_path, capsys
   assert rendered.shape == (64, height, width, 3)
 
   def motion(frames):
-    """Displacements from frame 0, ``[64, pixels, 2]`` px, where the clip moves."""
-    return flow.displacements(frames)[0][:, clip.moving_mask > 0.5]
+    """Displacements from frame 0 to every 4th frame, ``[16, pixels, 2]``
+    px, where the clip moves."""
+    return flow.displacements(frames[::4])[0][:, clip.moving_mask > 0.5]
 
   truth, played = motion(clip.frames), motion(rendered)
   # The same course over the 64 frames, pixel by pixel, and the same size.

@@ -327,6 +327,10 @@ def _collectives_in_sharded_programs() -> dict:
   return found
 
 
+# Slow: the renderer's call on a batch split over TPU chips, compiled by
+# XLA:TPU, has no collective either (tests/test_compile_tpu.py, which CI runs
+# by default).
+@pytest.mark.slow
 def test_batch_sharded_splat_and_renderer_have_no_collectives():
   """Every image is splatted on its own: with the batch split over 8 devices
   no device needs another's scatter updates or weight sums (splatting over
