@@ -13,11 +13,10 @@ the renderer was trained with; write the video atomically.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import argparse
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from spectral_jax.apps.common import check_output
 from spectral_jax.apps.options import NON_NEGATIVE, POSITIVE, add_model_arguments
@@ -88,7 +87,7 @@ def _per_picture(path, picture: Path, suffix: str, several: bool) -> Path | None
 class MeasuredMotion(NamedTuple):
   """A motion file's spectral volume ``[K, H, W, 2]`` px framed to the
   model's size, and the clock it was measured on: its T and fps."""
-  spectral: object
+  spectral: object  # np.ndarray; NumPy is imported when a command runs.
   num_frames: int
   fps: float
 
@@ -114,8 +113,8 @@ def load_motion_file(path, animator) -> MeasuredMotion:
                      "not [K, H, W, 2]")
   if not (2 <= motion.num_freqs <= motion.num_frames // 2 + 1):
     raise ValueError(f"{path} has K={motion.num_freqs} bins over T={motion.num_frames} "
-                     "frames; motion needs K >= 2 (bin 0 does not move) and at most "
-                     f"T // 2 + 1 = {max(motion.num_frames // 2 + 1, 2)} bins over T >= 2 frames")
+                     "frames; motion needs K >= 2 (bin 0 does not move) and K <= T // 2 + 1 "
+                     "(the bins a clip of T frames has)")
   if not (math.isfinite(motion.fps) and motion.fps > 0):
     raise ValueError(f"{path}: fps must be positive, got {motion.fps:g}")
   return MeasuredMotion(fit_spectral(motion.spectral_volume, animator.width, animator.height),
