@@ -121,7 +121,9 @@ def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.
       (DDPM posterior) noise.
     guidance_scale: classifier-free guidance ``w``, a static Python number.
       0 makes one conditional call on ``B`` latents per step; otherwise one
-      call on ``[z; z]`` (``2B``) with ``cond_mask = [True]*B + [False]*B``.
+      call on ``2B`` rows, each latent twice in a row (rows 2i, 2i + 1) with
+      ``cond_mask = [True, False] * B``: split over devices, an example's
+      two rows stay on its device.
     guidance_loss: optional differentiable ``L(x0_pred [B, ...]) -> scalar``
       on the predicted clean latents. Sum (not average) per-example losses so
       that a sample's gradient does not depend on B.
@@ -150,9 +152,11 @@ def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.
     """``[B, ...]`` classifier-free guided network output at ``t`` ``[B]``."""
     if guidance_scale == 0:
       return eps_fn(z, t, jnp.ones((batch,), bool)).astype(z.dtype)
-    cond_mask = jnp.arange(2 * batch) < batch
-    both = eps_fn(jnp.concatenate([z, z]), jnp.concatenate([t, t]), cond_mask).astype(z.dtype)
-    cond, uncond = both[:batch], both[batch:]
+    # Rows 2i and 2i + 1: example i with and without its condition, side by
+    # side, so that a batch split over devices keeps both on i's device.
+    cond_mask = jnp.arange(2 * batch) % 2 == 0
+    both = eps_fn(jnp.repeat(z, 2, axis=0), jnp.repeat(t, 2), cond_mask).astype(z.dtype)
+    cond, uncond = both[0::2], both[1::2]
     return (1 + guidance_scale) * cond - guidance_scale * uncond
 
   def step(z, t, a, a_prev, key):

@@ -42,15 +42,15 @@ def decode(vae, latent_stats: Mapping[str, jax.Array], z: jax.Array) -> jax.Arra
 def conditional_eps(unet, image: jax.Array, num_freqs: int):
   """The `ddim.EpsFn` of ``unet`` for pictures ``image`` ``[B, H, W, 3]`` in
   [-1, 1], all K frequencies of each denoised together: latents
-  ``[B, K, h, w, C]`` (``[2B, ...]`` with classifier-free guidance, whose
-  second half sees the same pictures, masked)."""
+  ``[B, K, h, w, C]`` (``[2B, ...]`` with classifier-free guidance, rows 2i
+  and 2i + 1 for picture i, the second masked: `ddim_steps`' layout)."""
   batch = image.shape[0]
   freq_index = jnp.broadcast_to(jnp.arange(num_freqs, dtype=jnp.int32), (batch, num_freqs))
 
   def eps_fn(z_t, t, cond_mask):
     repeats = z_t.shape[0] // batch
-    return unet(z_t, t, jnp.tile(image, (repeats, 1, 1, 1)),
-                jnp.tile(freq_index, (repeats, 1)), cond_mask)
+    return unet(z_t, t, jnp.repeat(image, repeats, axis=0),
+                jnp.repeat(freq_index, repeats, axis=0), cond_mask)
 
   return eps_fn
 
