@@ -64,9 +64,11 @@ def render_frames(model, image, motion_texture_px, metric, *, batch_size: int = 
   """
   motion = np.asarray(motion_texture_px, np.float32)
   batches = (motion[start:start + batch_size] for start in range(0, len(motion), batch_size))
-  return np.concatenate(list(render_frame_batches(
-      model, image, batches, metric, batch_size=min(batch_size, len(motion)),
-      total=len(motion), progress=progress)))
+  rendered = list(render_frame_batches(
+      model, image, batches, metric, batch_size=max(1, min(batch_size, len(motion))),
+      total=len(motion), progress=progress))
+  return (np.concatenate(rendered) if rendered
+          else np.empty((0,) + image.shape[:2] + (3,), np.uint8))
 
 
 def render_frame_batches(model, image, motion_batches, metric, *, batch_size: int,
