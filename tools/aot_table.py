@@ -68,18 +68,14 @@ def _probes(out_dir: Path, name: str) -> Path:
 
 def _memory_line(probes: Path) -> list[str]:
   """``--memory-line`` from the compiles of batches 1 and 2 in ``probes``
-  (another chip's search), or nothing where they are not both there."""
-  memory = {}
-  if probes.exists():
-    for line in probes.read_text().splitlines():
-      try:
-        probe = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      total = (probe["report"].get("memory_per_chip_gib") or {}).get("total")
-      if total is not None:
-        memory[probe["per_chip_batch"]] = total
-  return [f"--memory-line={memory[1]},{memory[2]}"] if {1, 2} <= set(memory) else []
+  (another chip's search), or nothing where they are not both there or
+  draw no rising line (XLA:TPU may need less memory for 2 than for 1)."""
+  from spectral_jax.train.compile import read_probes
+
+  memory = {probe["per_chip_batch"]: probe["report"]["memory_per_chip_gib"]["total"]
+            for probe in read_probes(probes) if probe["report"].get("memory_per_chip_gib")}
+  rising = {1, 2} <= set(memory) and memory[2] > memory[1]
+  return [f"--memory-line={memory[1]},{memory[2]}"] if rising else []
 
 
 def run(out_dir: Path, variant: str, only: list[str] | None) -> None:

@@ -103,8 +103,7 @@ def run(args) -> None:
   # Modes measured on a clip ring at the frequencies of its clock; sampled
   # ones at the model's.
   if args.motion:
-    measured = load_motion_file(args.motion, animator)
-    spectral, period, fps = measured
+    spectral, period, fps = load_motion_file(args.motion, animator)
     origin = f"modes from {args.motion}"
   else:
     options = animator.motion.options(num_steps=args.steps)

@@ -370,23 +370,28 @@ def find_batch(compile_at, hbm_gib: float,
   return low, reports[max(low, 1)]
 
 
+def read_probes(path: Path) -> list[dict]:
+  """The whole lines ``{command, per_chip_batch, report}`` of a ``--probes``
+  file (none if it is missing; a line cut short by a kill is skipped)."""
+  probes = []
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        probes.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return probes
+
+
 def remembered(compile_at, path: Path, command: str):
   """``compile_at`` that first looks in ``path`` (JSON lines ``{command,
   per_chip_batch, report}``) for a report of the same ``command`` and
   batch, and appends each new one there, flushed, as soon as it exists."""
-  known = {}
-  if path.exists():
-    text = path.read_text()
-    if text and not text.endswith("\n"):  # Ends in a line cut short by a kill.
-      with path.open("a") as probes:
-        probes.write("\n")
-    for line in text.splitlines():
-      try:
-        probe = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if probe.get("command") == command:
-        known[probe["per_chip_batch"]] = probe["report"]
+  if path.exists() and path.read_text()[-1:] not in ("", "\n"):
+    with path.open("a") as probes:  # It ends in a line cut short by a kill.
+      probes.write("\n")
+  known = {probe["per_chip_batch"]: probe["report"] for probe in read_probes(path)
+           if probe.get("command") == command}
 
   def compile_remembered(per_chip_batch: int) -> dict:
     if per_chip_batch not in known:
