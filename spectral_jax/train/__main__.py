@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging as python_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -39,13 +40,16 @@ def main(argv) -> None:
     if _out_of_space(error):
       # Checkpoints are written under a temporary name and renamed when
       # whole, so the last finished one is intact. Orbax's writer threads
-      # have logged their failures; the futures they leave log them again
-      # when collected at exit, which would bury this line under tracebacks.
+      # have logged their failures; the futures and coroutines they leave
+      # would log and warn again when the interpreter collects them at exit,
+      # burying this line, so the process ends without that teardown.
       python_logging.disable(python_logging.CRITICAL)
       print(f"error: {_WORKDIR.value}: no space left on the device; free some and run the "
             "same command again: it resumes from the last finished checkpoint",
             file=sys.stderr)
-      sys.exit(1)
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(1)  # pylint: disable=protected-access
     if not isinstance(error, (train.TrainingDiverged, ValueError, FileNotFoundError)):
       raise
     print(f"error: {error}", file=sys.stderr)
