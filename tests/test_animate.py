@@ -84,6 +84,7 @@ def _main(capsys, *argv) -> tuple[int, str, str]:
 
 def test_animate_writes_a_video_and_what_was_asked(runs, photo, tmp_path, capsys):
   out = tmp_path / "out" / "cat.mp4"
+  out.parent.mkdir()
   code, printed, err = _main(capsys, "animate", photo, "-o", out, "--checkpoint", runs,
                              "--frames", 10, "--save-motion", tmp_path / "S.npz",
                              "--viz", tmp_path / "viz")

@@ -9,6 +9,7 @@
   python tools/benchmark.py animate --model default --steps 25
   python tools/benchmark.py render [--frames 150] [--dtype float32 --device auto]
   python tools/benchmark.py input [--stage all --workers 1,2,4 --batches 12]
+  python tools/benchmark.py page [--sizes 256x160,512x320 --frames 20]
 
 Every benchmark that runs JAX (all but ``data`` and ``input``) takes ``--device``:
 ``auto`` (default) is JAX's choice, the GPU where one is present, ``gpu``
@@ -83,6 +84,15 @@ its figure is the larger. The first batch (worker start-up included) is
 timed apart; the rate is over the last whole rounds of the workers (N
 workers hand over N batches at about the same time) in ``--batches`` more.
 More workers than cores cannot help.
+
+``page``: frames per second of the live picture page (`animate -o
+OUT.html`) in headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, as the tests use; its WebGL2 runs on SwiftShader, on
+the CPU), at ``--sizes``, with a volume of the default model's shape (K=16
+on a 128x80 grid, T=150): ``--frames`` frames drawn back to back, each
+waited for, and the rate the page itself reaches with requestAnimationFrame
+over 3 seconds (at most the display's 60 Hz). A desktop GPU is what the page
+is built for; this is the floor without one.
 """
 
 from __future__ import annotations
@@ -645,6 +655,43 @@ def _animate_benchmark(args) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _page_benchmark(args) -> None:
+  sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+  import browser  # tests/browser.py: finds and starts headless Chromium.
+
+  from spectral_jax.inference.live_picture import LivePicture
+  reason = browser.missing()
+  if reason:
+    sys.exit(f"no headless Chromium: {reason}")
+  rng = np.random.default_rng(0)
+  parts = rng.normal(size=(16, 80, 128, 4)).astype(np.float32)
+  spectral = (parts[..., :2] + 1j * parts[..., 2:]).astype(np.complex64)
+  driver = browser.start()
+  driver.set_script_timeout(600)  # SwiftShader draws a large page in seconds.
+  workdir = Path(tempfile.mkdtemp())
+  try:
+    for width, height in _sizes(args.sizes):
+      picture = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+      page = LivePicture.make(picture, spectral, num_frames=CLIP_FRAMES, fps=30.0,
+                              metric_scale=1.0)
+      path = page.write(workdir / f"{width}x{height}.html")
+      driver.get(path.as_uri())
+      seconds = driver.execute_script(f"return livePicture.timeFrames({args.frames})")
+      shown = driver.execute_async_script(
+          "const done = arguments[arguments.length - 1]; let frames = 0;"
+          "const start = performance.now();"
+          "function count(now) { frames++; if (now - start < 3000) requestAnimationFrame(count);"
+          " else done(frames / (now - start) * 1000); }"
+          "requestAnimationFrame(count);")
+      print(f"page {width}x{height} ({path.stat().st_size / 1e6:.1f} MB, volume "
+            f"{page.modes.shape[2]}x{page.modes.shape[1]}): {1 / seconds:.1f} frames/s drawn "
+            f"back to back ({seconds * 1000:.1f} ms each), {shown:.1f} frames/s shown",
+            flush=True)
+  finally:
+    driver.quit()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -700,8 +747,12 @@ def main() -> None:
   source.add_argument("--batches", type=int, default=12,
                       help="batches read after the first (at least the most workers)")
   source.set_defaults(run=_input_benchmark)
+  page = sections.add_parser("page", help="live picture frames/s in headless Chromium")
+  page.add_argument("--sizes", default="256x160,512x320", help="comma-separated WIDTHxHEIGHT")
+  page.add_argument("--frames", type=int, default=20)
+  page.set_defaults(run=_page_benchmark)
   args = parser.parse_args()
-  if args.section not in ("data", "input"):  # These run no JAX computation.
+  if args.section not in ("data", "input", "page"):  # These run no JAX computation.
     print(f"JAX device: {_select_device(args.device)}", flush=True)
   args.run(args)
 

@@ -1,5 +1,6 @@
-"""`spectral-jax animate IMAGE -o OUT.mp4|OUT.gif`: a picture (or a folder
-of them) to a video of its predicted natural motion.
+"""`spectral-jax animate IMAGE -o OUT.mp4|OUT.gif|OUT.html`: a picture (or a
+folder of them) to a video of its predicted natural motion, or to a live
+picture (a page that plays the motion and can be poked).
 
 For each picture: frame it to the model's size (centre crop to the model's
 aspect ratio, then resize), sample its spectral volume (DDIM over all K
@@ -8,7 +9,9 @@ self-guidance), or take one measured on a real video (``--motion``: motion
 transfer); mask it; build the motion texture ``magnify * (D(t) - D(0))``
 at the video's times; render, splatting with the metric of the (masked,
 unmagnified) spectral volume, so ``--magnify`` and ``--slowmo`` leave it as
-the renderer was trained with; write the video atomically.
+the renderer was trained with; write the video atomically. A page
+(``.html``) holds the picture and the spectral volume instead, and the
+browser draws the frames (`inference.live_picture`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from spectral_jax.apps.options import NON_NEGATIVE, POSITIVE, add_model_argument
 from spectral_jax.checks import number
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+# A live picture: one HTML page that plays the motion and can be poked
+# (`inference.live_picture`).
+PAGE_SUFFIX = ".html"
+OUTPUT_SUFFIXES = VIDEO_SUFFIXES + (PAGE_SUFFIX,)
 
 HELP = "a video of a picture's natural motion"
 DESCRIPTION = (
@@ -33,9 +40,11 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("image", help="a picture, or a folder of pictures")
   parser.add_argument("-o", "--output", required=True,
-                      help="video .mp4 or .gif; a folder when IMAGE is a folder")
-  parser.add_argument("--format", choices=["mp4", "gif"], default="mp4",
-                      help="video format when IMAGE is a folder (default %(default)s)")
+                      help="video .mp4 or .gif, or a live picture .html; a folder when IMAGE "
+                      "is a folder")
+  parser.add_argument("--format", choices=["mp4", "gif", "html"], default="mp4",
+                      help="what to write per picture when IMAGE is a folder (default "
+                      "%(default)s)")
   add_model_arguments(parser)
   parser.add_argument("--fps", type=POSITIVE,
                       help="frame rate of the video (default: the training clips', or the "
@@ -70,10 +79,10 @@ def _jobs(args) -> list[tuple[Path, Path]]:
   from spectral_jax.data.pictures import list_pictures
   image = Path(args.image)
   if image.is_dir():
-    if args.output.lower().endswith(VIDEO_SUFFIXES):
+    if args.output.lower().endswith(OUTPUT_SUFFIXES):
       raise ValueError(f"{image} is a folder: -o must be a folder too, not {args.output}")
     return [(p, Path(args.output) / f"{p.stem}.{args.format}") for p in list_pictures(image)]
-  check_output(args.output, VIDEO_SUFFIXES)
+  check_output(args.output, OUTPUT_SUFFIXES)
   return [(image, Path(args.output))]
 
 
@@ -126,7 +135,7 @@ def run(args) -> None:
 
   from spectral_jax.data.video import write_video
   from spectral_jax.data import pictures
-  from spectral_jax.inference import compile_cache
+  from spectral_jax.inference import compile_cache, live_picture
   from spectral_jax.inference.animator import Animator, resolve_checkpoint, video_times
   from spectral_jax.motion.motion_file import Motion
 
@@ -167,11 +176,23 @@ def run(args) -> None:
     if args.mask:
       mask = pictures.read_mask(args.mask, framing, feather_px=args.feather)
       spectral = spectral * mask[None, :, :, None]
-    frames = animator.video(picture, spectral, times, args.magnify, num_frames=period,
-                            batch_size=args.batch_size, progress=True)
-    if args.viz:  # Its pictures need the whole video; otherwise it streams.
-      frames = np.concatenate(list(frames))
-    count = write_video(video_path, frames, fps)
+    if video_path.suffix.lower() == PAGE_SUFFIX:
+      page = live_picture.LivePicture.make(
+          picture, spectral, num_frames=period, fps=clock_fps,
+          metric_scale=animator.renderer.metric_scale,
+          loop_frames=num_frames if args.loop else period, magnify=args.magnify,
+          speed=fps / clock_fps / args.slowmo, title=f"{picture_path.name}, live")
+      page.write(video_path)
+      frames = None
+      described = (f"a live picture, {page.modes.shape[2]}x{page.modes.shape[1]} volume of "
+                   f"{len(page.modes) + 1} bins, {video_path.stat().st_size / 1e6:.1f} MB")
+    else:
+      frames = animator.video(picture, spectral, times, args.magnify, num_frames=period,
+                              batch_size=args.batch_size, progress=True)
+      if args.viz:  # Its pictures need the whole video; otherwise it streams.
+        frames = np.concatenate(list(frames))
+      count = write_video(video_path, frames, fps)
+      described = f"{count} frames at {fps:g} fps ({count / fps:.1f} s)"
     if args.save_motion:
       Motion(np.asarray(spectral, np.complex64), picture, clock_fps,
              period).save(_per_picture(args.save_motion, picture_path, ".npz", several))
@@ -181,6 +202,6 @@ def run(args) -> None:
           _per_picture(args.viz, picture_path, "", several), image=picture,
           disp_px=animator.texture(spectral, np.arange(period), num_frames=period),
           spectral=spectral, fps=clock_fps, frames=frames)
-    print(f"{video_path}: {count} frames at {fps:g} fps ({count / fps:.1f} s), "
+    print(f"{video_path}: {described}, "
           f"{animator.width}x{animator.height}; motion {origin}; "
           f"{time.perf_counter() - started:.1f} s ({framing.describe()})")

@@ -20,6 +20,10 @@ def clip_config(args, **overrides):
 
 
 def check_output(path, suffixes) -> None:
-  """Raises ValueError unless ``path`` ends in one of ``suffixes``."""
-  if Path(path).suffix.lower() not in suffixes:
+  """Raises ValueError unless ``path`` ends in one of ``suffixes`` and its
+  folder exists (a typo in a folder name is an error, not a new folder)."""
+  path = Path(path)
+  if path.suffix.lower() not in suffixes:
     raise ValueError(f"output {path} must end in {' or '.join(suffixes)}")
+  if not path.absolute().parent.is_dir():
+    raise ValueError(f"output {path}: no folder {path.absolute().parent}")

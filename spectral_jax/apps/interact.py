@@ -1,5 +1,7 @@
 """`spectral-jax interact IMAGE --poke X,Y,DX,DY[,T] -o OUT.mp4`: the
-picture's response to pokes.
+picture's response to pokes; ``-o OUT.html``: a live picture to poke in a
+browser with the same dynamics (`inference.live_picture`), at rest until
+poked, which replays the ``--poke``s given.
 
 The spectral volume (sampled for the picture, or measured on a real video
 with ``--motion``) is read as an image-space modal basis: bin k >= 1 is a
@@ -22,7 +24,8 @@ import argparse
 import time
 from pathlib import Path
 
-from spectral_jax.apps.animate import VIDEO_SUFFIXES, load_motion_file
+from spectral_jax.apps.animate import (OUTPUT_SUFFIXES, PAGE_SUFFIX, VIDEO_SUFFIXES,
+                                       load_motion_file)
 from spectral_jax.apps.common import check_output
 from spectral_jax.apps.options import NON_NEGATIVE, POSITIVE, add_model_arguments
 
@@ -34,10 +37,11 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("image", help="a picture")
-  parser.add_argument("-o", "--output", required=True, help="video .mp4 or .gif")
+  parser.add_argument("-o", "--output", required=True,
+                      help="video .mp4 or .gif, or a live picture .html to poke in a browser")
   parser.add_argument("--poke", action="append", metavar="X,Y,DX,DY[,T]",
                       help="push pixel (X, Y) of the picture by (DX, DY) pixels at frame T "
-                      "(default 0); repeat for several pokes")
+                      "(default 0); repeat for several pokes (optional for a page)")
   parser.add_argument("--alpha", type=NON_NEGATIVE, default=0.4,
                       help="Rayleigh damping, mass term (default %(default)s)")
   parser.add_argument("--beta", type=NON_NEGATIVE, default=0.08,
@@ -81,9 +85,9 @@ def model_pokes(pokes, framing, num_frames: int):
 
 
 def _check(args) -> None:
-  check_output(args.output, VIDEO_SUFFIXES)
-  if not args.poke:
-    raise ValueError("give at least one --poke X,Y,DX,DY[,T]")
+  check_output(args.output, OUTPUT_SUFFIXES)
+  if not args.poke and Path(args.output).suffix.lower() in VIDEO_SUFFIXES:
+    raise ValueError("give at least one --poke X,Y,DX,DY[,T] (a .html page needs none)")
 
 
 def run(args) -> None:
@@ -93,7 +97,7 @@ def run(args) -> None:
   from spectral_jax.inference.animator import Animator, resolve_checkpoint
 
   _check(args)
-  pokes = [parse_poke(text) for text in args.poke]
+  pokes = [parse_poke(text) for text in args.poke or ()]
   image = pictures.read_picture(args.image)
   compile_cache.enable(args.cache_dir)
   animator = Animator.load(resolve_checkpoint(args.checkpoint),
@@ -112,6 +116,17 @@ def run(args) -> None:
     origin = f"modes sampled, seed {args.seed}"
   num_frames = args.frames or period
   poked = model_pokes(pokes, framing, num_frames)
+  if Path(args.output).suffix.lower() == PAGE_SUFFIX:
+    from spectral_jax.inference import live_picture
+    page = live_picture.LivePicture.make(
+        picture, spectral, num_frames=period, fps=fps,
+        metric_scale=animator.renderer.metric_scale, playing=False, alpha=args.alpha,
+        beta=args.beta, strength=args.strength, title=f"{Path(args.image).name}, live",
+        pokes=tuple((p.x, p.y, p.dx, p.dy, p.frame) for p in poked))
+    page.write(args.output)
+    print(f"{args.output}: a live picture to poke, {len(poked)} poke(s) to replay; {origin}; "
+          f"{time.perf_counter() - started:.1f} s ({framing.describe()})")
+    return
   response = dynamics.simulate(spectral, poked, num_output_frames=num_frames, fps=fps,
                                num_frames=period, alpha=args.alpha, beta=args.beta,
                                strength=args.strength)

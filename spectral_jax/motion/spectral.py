@@ -49,7 +49,7 @@ def spectral_volume(disp_px, num_freqs: int = 16):
   return (real + 1j * imag).astype(xp.complex64)
 
 
-def _bin_weights(num_freqs: int, num_frames: int, xp):
+def bin_weights(num_freqs: int, num_frames: int, xp=np):
   """Weights of bins in the inverse transform: 1 for DC, 2 for bins whose
   conjugate twin is implied, 1 for the Nyquist bin (T even) that has none."""
   weights = np.full(num_freqs, 2.0, np.float32)
@@ -93,7 +93,7 @@ def _phases(spectral, times, num_frames: int):
   xp = array_module(spectral)
   num_freqs = spectral.shape[0]
   times = xp.asarray(times, xp.float32).reshape(-1)
-  weights = _bin_weights(num_freqs, num_frames, xp)
+  weights = bin_weights(num_freqs, num_frames, xp)
   phase = (2.0 * np.pi / num_frames) * times[:, None] * xp.arange(num_freqs, dtype=xp.float32)
   return weights, phase
 
