@@ -3,15 +3,17 @@
 //
 // Per frame the CPU computes one complex coefficient c_k per mode (the
 // looping motion's magnify * w_k (exp(2 pi i k t / T) - 1) plus the pokes'
-// magnify * q_k) and the GPU draws in two passes:
-//   1. splat: one point per picture pixel; its vertex shader sums
-//      Re(S_k(p) c_k) over the modes (bilinear samples of the volume's grid)
-//      and moves the point there; the point covers the 4 pixels around, its
+// magnify * q_k) and the GPU draws in three passes:
+//   1. motion: the displacement Re sum_k S_k c_k on the volume's grid (the
+//      sum is linear, so upsampling it afterwards equals summing the
+//      upsampled modes, at a fraction of the texture reads);
+//   2. splat: one point per picture pixel, moved by the bilinearly
+//      upsampled displacement; the point covers the 4 pixels around, its
 //      fragment shader weighs each by the bilinear weight times
 //      exp(min(metric, 30)), and additive blending sums colour * weight and
 //      weight in a float target one pixel larger on every side (so points
 //      landing just outside still reach the edge pixels, as in softmax_splat);
-//   2. resolve: colour = sum / weight, or the still picture where nothing
+//   3. resolve: colour = sum / weight, or the still picture where nothing
 //      landed, into the canvas.
 "use strict";
 
@@ -258,20 +260,38 @@
   }
   const metricShift = floatBlend ? 0 : Math.min(largestMetric, MAX_METRIC);
 
-  const DISPLACEMENT = `
+  const MOTION_FRAGMENT = `#version 300 es
+    precision highp float;
     uniform highp sampler2DArray modes;
     uniform vec2 coefficients[${M}];
-    uniform vec2 outputSize;
     uniform vec2 unitScale;
-    // Re sum_k S_k(p) c_k at output pixel p (centres at integers), output px.
-    vec2 displacementAt(vec2 pixel) {
-      vec2 uv = (pixel + 0.5) / outputSize;
+    out vec4 motion;
+    void main() {  // Re sum_k S_k c_k at a grid cell (texel rows from the top), output px
+      ivec2 cell = ivec2(gl_FragCoord.xy);
       vec2 sum = vec2(0.0);
       for (int k = 0; k < ${M}; k++) {
-        vec4 mode = texture(modes, vec3(uv, float(k)));
+        vec4 mode = texelFetch(modes, ivec3(cell, k), 0);
         sum += mode.xy * coefficients[k].x - mode.zw * coefficients[k].y;
       }
-      return sum * unitScale;
+      motion = vec4(sum * unitScale, 0.0, 0.0);
+    }`;
+
+  const DISPLACEMENT = `
+    uniform highp sampler2D motion;
+    uniform vec2 outputSize;
+    uniform vec2 gridSize;
+    // The grid's displacement at output pixel p (centres at integers),
+    // bilinear with half-pixel centres and clamped edges, as cv2.resize.
+    vec2 displacementAt(vec2 pixel) {
+      vec2 at = clamp((pixel + 0.5) * gridSize / outputSize - 0.5, vec2(0.0), gridSize - 1.0);
+      ivec2 low = ivec2(floor(at));
+      ivec2 high = min(low + 1, ivec2(gridSize) - 1);
+      vec2 f = at - vec2(low);
+      vec2 top = mix(texelFetch(motion, low, 0).xy, texelFetch(motion, ivec2(high.x, low.y), 0).xy,
+                     f.x);
+      vec2 bottom = mix(texelFetch(motion, ivec2(low.x, high.y), 0).xy,
+                        texelFetch(motion, high, 0).xy, f.x);
+      return mix(top, bottom, f.y);
     }`;
 
   const SPLAT_VERTEX = `#version 300 es
@@ -395,6 +415,8 @@
     return {color, framebuffer, width, height};
   }
 
+  let motionPass;
+  let motionTarget;
   let splat;
   let resolve;
   let field;
@@ -402,13 +424,15 @@
   let fieldTarget;
   const textures = {};
   try {
+    motionPass = program(FULL_SCREEN, MOTION_FRAGMENT);
     splat = program(SPLAT_VERTEX, SPLAT_FRAGMENT);
     resolve = program(FULL_SCREEN, RESOLVE_FRAGMENT);
     field = program(FULL_SCREEN, FIELD_FRAGMENT);
     textures.picture = texture(gl.TEXTURE_2D, gl.RGB8, W, H, 1, gl.RGB, gl.UNSIGNED_BYTE,
                                picture, gl.NEAREST);
     textures.modes = texture(gl.TEXTURE_2D_ARRAY, gl.RGBA16F, gw, gh, M, gl.RGBA,
-                             gl.HALF_FLOAT, modesHalf, gl.LINEAR);
+                             gl.HALF_FLOAT, modesHalf, gl.NEAREST);
+    motionTarget = renderTarget(gl.RGBA32F, gw, gh);
     textures.metric = texture(gl.TEXTURE_2D, gl.R16F, W, H, 1, gl.RED, gl.HALF_FLOAT,
                               metricHalf, gl.NEAREST);
     sums = renderTarget(floatBlend ? gl.RGBA32F : gl.RGBA16F, W + 2 * MARGIN, H + 2 * MARGIN);
@@ -435,15 +459,27 @@
     }
   }
 
+  // Pass 1: the displacement on the grid, into motionTarget.
+  function updateMotion() {
+    gl.bindFramebuffer(gl.FRAMEBUFFER, motionTarget.framebuffer);
+    gl.viewport(0, 0, gw, gh);
+    bind(motionPass, {
+      modes: {texture: textures.modes, target: gl.TEXTURE_2D_ARRAY},
+      coefficients: coefficients(), unitScale,
+    });
+    gl.drawArrays(gl.TRIANGLES, 0, 3);
+  }
+
   function motionUniforms() {
     return {
-      modes: {texture: textures.modes, target: gl.TEXTURE_2D_ARRAY},
-      coefficients: coefficients(), outputSize: [W, H], unitScale,
+      motion: {texture: motionTarget.color, target: gl.TEXTURE_2D},
+      outputSize: [W, H], gridSize: [gw, gh],
     };
   }
 
   function draw() {
     if (!still) {
+      updateMotion();
       gl.bindFramebuffer(gl.FRAMEBUFFER, sums.framebuffer);
       gl.viewport(0, 0, sums.width, sums.height);
       gl.clearColor(0, 0, 0, 0);
@@ -584,6 +620,7 @@
     },
     // The displacement field drawn now: base64 float32 [H][W][4] (dx, dy, 0, 0).
     displacement() {
+      updateMotion();
       fieldTarget = fieldTarget || renderTarget(gl.RGBA32F, W, H);
       gl.bindFramebuffer(gl.FRAMEBUFFER, fieldTarget.framebuffer);
       gl.viewport(0, 0, W, H);
