@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+
+# The largest side of a video or page `animate` and `interact` write, px.
+MAX_VIDEO_SIDE = 2048
 
 
 def number(kind=float, *, low=None, high=None, low_open: bool = False,
@@ -47,3 +51,19 @@ def number(kind=float, *, low=None, high=None, low_open: bool = False,
     return value
 
   return parse
+
+
+def video_size(text: str):
+  """An argparse ``type=`` for ``--size``: ``"full"``, ``"model"`` or
+  ``"WxH"`` → ``(W, H)``, sides 1 to `MAX_VIDEO_SIDE` px."""
+  if text in ("full", "model"):
+    return text
+  match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+  if not match:
+    raise argparse.ArgumentTypeError(
+        f"must be WIDTHxHEIGHT (e.g. 512x320), full or model, got {text!r}")
+  width, height = int(match.group(1)), int(match.group(2))
+  if not (0 < width <= MAX_VIDEO_SIDE and 0 < height <= MAX_VIDEO_SIDE):
+    raise argparse.ArgumentTypeError(
+        f"sides must be 1 to {MAX_VIDEO_SIDE} px, got {text!r}")
+  return width, height

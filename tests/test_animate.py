@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import imageio.v3 as iio
 import jax
 import numpy as np
@@ -87,11 +88,11 @@ def test_animate_writes_a_video_and_what_was_asked(runs, photo, tmp_path, capsys
   out.parent.mkdir()
   code, printed, err = _main(capsys, "animate", photo, "-o", out, "--checkpoint", runs,
                              "--frames", 10, "--save-motion", tmp_path / "S.npz",
-                             "--viz", tmp_path / "viz")
+                             "--viz", tmp_path / "viz", "--size", "96x64")
   assert code == 0, err
   frames = iio.imread(out)
-  assert frames.shape == (10, HEIGHT, WIDTH, 3)
-  assert f"{out}: 10 frames at 30 fps" in printed
+  assert frames.shape == (10, 64, 96, 3)  # Twice the models' 48x32.
+  assert f"{out}: 10 frames at 30 fps (0.3 s), 96x64" in printed
   saved = Motion.load(tmp_path / "S.npz")
   assert (saved.num_freqs, saved.num_frames) == (K, T)
   assert saved.spectral_volume.shape == (K, HEIGHT, WIDTH, 2)
@@ -151,6 +152,32 @@ def test_magnify_doubles_the_displacement_measured_on_the_frames(animator, scene
   assert 1.8 < ratio < 2.3, ratio
 
 
+def test_a_video_twice_the_size_shows_twice_the_motion(animator, scene):
+  """One spectral volume at the model's size, rendered at the scene's size
+  (4x the model's) and at twice that: frame 0 is the picture at each size
+  exactly, and the larger video, shrunk to the smaller's size, shows the
+  same motion there (optical flow), so twice the motion in its own pixels.
+  (Flow compared at one size: DIS underestimates sub-pixel motion more.)"""
+  image = scene.frames[0]
+  framing = pictures.Framing.fit(image.shape[1], image.shape[0], WIDTH, HEIGHT)
+  spectral = pictures.fit_spectral(scene.spectral, WIDTH, HEIGHT)
+  times = np.arange(0, T, 2, dtype=np.float32)
+  measured = []
+  for scale in (4, 8):
+    picture = framing.resized(scale * WIDTH, scale * HEIGHT).apply(image)
+    frames = np.concatenate(list(animator.video(picture, spectral, times)))
+    assert frames.shape == (len(times), scale * HEIGHT, scale * WIDTH, 3)
+    np.testing.assert_array_equal(frames[0], picture)
+    shrunk = [cv2.resize(frame, (4 * WIDTH, 4 * HEIGHT), interpolation=cv2.INTER_AREA)
+              for frame in frames]
+    measured.append(flow.displacements(np.stack(shrunk))[0])
+  moving = np.linalg.norm(measured[0], axis=-1) > 0.5
+  assert moving.sum() > 1000
+  ratio = (np.linalg.norm(measured[1], axis=-1)[moving].mean()
+           / np.linalg.norm(measured[0], axis=-1)[moving].mean())
+  assert 0.85 < ratio < 1.15, ratio
+
+
 def test_slowmo_gives_2n_minus_1_frames_on_the_same_path(animator, scene):
   picture = scene.frames[0]
   normal = animator.render(picture, animator.texture(scene.spectral, video_times(9)),
@@ -189,7 +216,7 @@ def test_motion_transfer_reproduces_a_measured_video(runs, animator, scene, tmp_
   code, _, err = _main(capsys, "motion", tmp_path / "scene.mp4", "-o", tmp_path / "S.npz",
                        "--frames", T, "--K", K, "--size", f"{width}x{height}")
   assert code == 0, err
-  code, _, err = _main(capsys, "animate", tmp_path / "first.png", "--motion",
+  code, _, err = _main(capsys, "animate", "--size", "model", tmp_path / "first.png", "--motion",
                        tmp_path / "S.npz", "-o", tmp_path / "out.mp4", "--checkpoint",
                        runs)
   assert code == 0, err
@@ -225,7 +252,8 @@ def test_motion_of_a_shorter_slower_clip_plays_on_its_own_clock(tmp_path, capsys
   code, _, err = _main(capsys, "motion", tmp_path / "clip.mp4", "-o", tmp_path / "S.npz",
                        "--frames", 64, "--fps", 15, "--K", 33, "--size", f"{width}x{height}")
   assert code == 0, err
-  code, printed, err = _main(capsys, "animate", tmp_path / "first.png", "--motion",
+  code, printed, err = _main(capsys, "animate", "--size", "model",
+                             tmp_path / "first.png", "--motion",
                              tmp_path / "S.npz", "-o", tmp_path / "out.mp4")
   assert code == 0, err
   assert "64 frames at 15 fps" in printed and "K=33 over T=64 frames at 15 fps" in printed
@@ -253,7 +281,8 @@ def test_interact_poke_moves_most_where_it_pokes_and_rings_down(runs, animator, 
   iio.imwrite(tmp_path / "first.png", scene.frames[0])
   amplitude = np.abs(scene.spectral[1:]).sum(axis=(0, 3))
   y, x = np.unravel_index(np.argmax(amplitude), amplitude.shape)
-  code, printed, err = _main(capsys, "interact", tmp_path / "first.png", "--poke",
+  code, printed, err = _main(capsys, "interact", "--size", "model",
+                             tmp_path / "first.png", "--poke",
                              f"{x},{y},2,0,1", "--motion", tmp_path / "S.npz",
                              "--frames", 24, "-o", tmp_path / "poke.mp4", "--checkpoint",
                              runs)
@@ -308,7 +337,8 @@ def test_animate_options_reach_the_frames(runs, animator, small_scene, tmp_path,
   mask = np.zeros((HEIGHT, WIDTH), np.uint8)
   mask[:, WIDTH // 2:] = 255
   iio.imwrite(tmp_path / "mask.png", mask)
-  code, printed, err = _main(capsys, "animate", tmp_path / "first.png", "--motion",
+  code, printed, err = _main(capsys, "animate", "--size", "model",
+                             tmp_path / "first.png", "--motion",
                              tmp_path / "S.npz", "--checkpoint", runs, "--frames", 6,
                              "--magnify", 2.5, "--slowmo", 2, "--fps", 12, "--mask",
                              tmp_path / "mask.png", "--feather", 0, "-o", tmp_path / "out.mp4",
@@ -331,11 +361,13 @@ def test_animate_options_reach_the_frames(runs, animator, small_scene, tmp_path,
     assert np.abs(other.astype(int) - expected).mean() > 0.1
 
 
-def test_magnify_leaves_the_renderers_metric_as_trained(runs, animator, small_scene, tmp_path,
-                                                        capsys, monkeypatch):
-  """``animate --magnify 3`` moves pixels 3x as far, but the renderer splats
-  them with the metric of ``--magnify 1``: `splat_metric` of the spectral
-  volume over the model's T, so the softmax is not sharpened."""
+def test_magnify_and_size_leave_the_renderers_metric_as_trained(
+    runs, animator, small_scene, tmp_path, capsys, monkeypatch):
+  """``animate --magnify 3`` moves pixels 3x as far, and ``--size`` at twice
+  the model's size 2x as far, but the renderer splats them with the metric
+  of ``--magnify 1`` at the model's size (resized for the larger video,
+  values kept): `splat_metric` of the spectral volume over the model's T in
+  the model's pixels, so the softmax is not sharpened."""
   from spectral_jax.inference import animator as animator_module
   from spectral_jax.render.splat_metric import splat_metric
   picture = small_scene.frames[0]
@@ -346,21 +378,28 @@ def test_magnify_leaves_the_renderers_metric_as_trained(runs, animator, small_sc
   def spy(model, image, textures, metric, **options):
     """What the renderer is given; black frames spare the rendering."""
     textures = list(textures)
-    seen[magnify] = (max(np.abs(texture).max() for texture in textures), np.asarray(metric))
+    seen[run] = (max(np.abs(texture).max() for texture in textures), np.asarray(metric))
     for texture in textures:
       yield np.zeros(texture.shape[:3] + (3,), np.uint8)
 
   monkeypatch.setattr(animator_module, "render_frame_batches", spy)
-  for magnify in (1, 3):
+  for run, options in (("x1", ()), ("x3", ("--magnify", 3)),
+                       ("twice", ("--size", f"{2 * WIDTH}x{2 * HEIGHT}"))):
     code, _, err = _main(capsys, "animate", tmp_path / "first.png", "--motion",
                          tmp_path / "S.npz", "--checkpoint", runs, "--frames", 6,
-                         "--magnify", magnify, "-o", tmp_path / f"x{magnify}.mp4")
+                         "-o", tmp_path / f"{run}.mp4", "--size", "model", *options)
     assert code == 0, err
-  np.testing.assert_allclose(seen[3][0], 3 * seen[1][0], rtol=1e-5)  # Magnified...
-  np.testing.assert_array_equal(seen[3][1], seen[1][1])  # ...with the same metric,
+  np.testing.assert_allclose(seen["x3"][0], 3 * seen["x1"][0], rtol=1e-5)  # Magnified...
+  np.testing.assert_array_equal(seen["x3"][1], seen["x1"][1])  # ...with the same metric,
   expected = splat_metric(pictures.fit_spectral(small_scene.spectral, WIDTH, HEIGHT), T,
                           animator.renderer.metric_scale)
-  np.testing.assert_allclose(seen[1][1], expected, rtol=1e-6)  # the spectral volume's.
+  np.testing.assert_allclose(seen["x1"][1], expected, rtol=1e-6)  # the spectral volume's.
+  # Twice the size: motion twice as far in the video's pixels (its peaks a
+  # little softened by upsampling), the metric the model's, upsampled with
+  # its values kept (not that of the upsampled volume, twice as large).
+  np.testing.assert_allclose(seen["twice"][0], 2 * seen["x1"][0], rtol=0.1)
+  upsampled = cv2.resize(expected[..., 0], (2 * WIDTH, 2 * HEIGHT), interpolation=cv2.INTER_LINEAR)
+  np.testing.assert_allclose(seen["twice"][1][..., 0], upsampled, rtol=1e-6)
 
 
 def test_animate_sampling_options_reach_the_motion(runs, animator, tmp_path, capsys):
@@ -370,7 +409,8 @@ def test_animate_sampling_options_reach_the_motion(runs, animator, tmp_path, cap
   them, left out, changes it by more than 1e-4 px)."""
   picture = (skimage.data.astronaut()[:HEIGHT * 4:4, :WIDTH * 4:4]).copy()
   iio.imwrite(tmp_path / "picture.png", picture)
-  code, printed, err = _main(capsys, "animate", tmp_path / "picture.png", "--checkpoint", runs,
+  code, printed, err = _main(capsys, "animate", "--size", "model",
+                             tmp_path / "picture.png", "--checkpoint", runs,
                              "--frames", 5, "--slowmo", 2, "--loop", "--seed", 3,
                              "--guidance", 4.0, "--steps", 2, "-o", tmp_path / "out.mp4",
                              "--save-motion", tmp_path / "S.npz")
@@ -386,7 +426,8 @@ def test_a_folder_of_pictures_gives_one_video_each(runs, tmp_path, capsys):
   folder.mkdir()
   iio.imwrite(folder / "a.png", skimage.data.coffee())
   iio.imwrite(folder / "b.jpg", skimage.data.astronaut())
-  code, printed, err = _main(capsys, "animate", folder, "-o", tmp_path / "videos",
+  code, printed, err = _main(capsys, "animate", "--size", "model",
+                             folder, "-o", tmp_path / "videos",
                              "--checkpoint", runs, "--format", "gif", "--frames", 4)
   assert code == 0, err
   assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["a.gif", "b.gif"]
@@ -434,7 +475,7 @@ def test_second_run_loads_compiled_programs_from_the_cache(runs, photo, tmp_path
   env = dict(os.environ, SPECTRAL_JAX_CACHE_DIR=str(tmp_path / "cache"))
   for name in ("first", "second"):
     done = _command("animate", photo, "-o", tmp_path / f"{name}.mp4", "--checkpoint", runs,
-                    "--frames", 4, env=env)
+                    "--frames", 4, "--size", "model", env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     if name == "first":
       entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
@@ -448,6 +489,7 @@ def bad_inputs(tmp_path_factory, runs):
   root = tmp_path_factory.mktemp("bad")
   (root / "text.png").write_text("not a picture\n")
   iio.imwrite(root / "photo.png", skimage.data.chelsea())
+  iio.imwrite(root / "huge.png", np.zeros((2100, 3150, 3), np.uint8))
   for name, num_freqs, num_frames in (("one_bin", 1, 32), ("one_frame", 2, 1)):
     Motion(np.zeros((num_freqs, HEIGHT, WIDTH, 2), np.complex64),
            np.zeros((HEIGHT, WIDTH, 3), np.uint8), 30.0, num_frames).save(root / f"{name}.npz")
@@ -474,6 +516,19 @@ def bad_inputs(tmp_path_factory, runs):
      "poke at (500, 10) is outside the animated picture"),
     (["interact", "{bad}/photo.png", "--checkpoint", "{runs}", "--poke", "1,2,3"],
      "expected X,Y,DX,DY"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--size", "0x0"],
+     "--size: sides must be 1 to 2048 px, got '0x0'"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--size=-96x64"],
+     "--size: must be WIDTHxHEIGHT (e.g. 512x320), full or model, got '-96x64'"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--size", "big"],
+     "--size: must be WIDTHxHEIGHT"),
+    (["animate", "{bad}/photo.png", "--checkpoint", "{runs}", "--size", "3072x2048"],
+     "--size: sides must be 1 to 2048 px, got '3072x2048'"),
+    (["interact", "{bad}/photo.png", "--checkpoint", "{runs}", "--poke", "1,2,3,4", "--size",
+      "100x64"], "--size 100x64 is not of the model's 48x32 shape; sizes of it are multiples "
+     "of 24x16, e.g. 192x128"),
+    (["animate", "{bad}/huge.png", "--checkpoint", "{runs}", "--size", "full"],
+     "--size full: the picture's 3150x2100 crop is larger than 2048 px on a side"),
 ])
 def test_bad_input_one_line_exit_2_no_output(runs, bad_inputs, tmp_path, argv, message):
   out = tmp_path / "out.mp4"
@@ -621,7 +676,8 @@ def test_export_command_then_animate_takes_the_export(runs, animator, photo, pro
   np.testing.assert_array_equal(programs["frames"], frames)
 
   out = tmp_path / "out.mp4"
-  code, printed, err = _main(capsys, "animate", photo, "-o", out, "--checkpoint", model,
+  code, printed, err = _main(capsys, "animate", "--size", "model",
+                             photo, "-o", out, "--checkpoint", model,
                              "--frames", 4, "--steps", PROBE_STEPS)
   assert code == 0, err
   assert iio.imread(out).shape == (4, HEIGHT, WIDTH, 3)

@@ -152,12 +152,13 @@ def test_its_power_falls_with_frequency_above_the_lowest_bin(ladybird):
 
 @pytest.mark.slow
 def test_animate_without_a_checkpoint_animates_the_example(tmp_path):
-  """README's first command (fewer frames)."""
+  """README's first command (fewer frames): a video at the photo's own
+  size, its longest side capped at 512 (the 1024x640 photo: 512x320)."""
   out = tmp_path / "ladybird.mp4"
   assert cli.main(["animate", str(EXAMPLE), "-o", str(out), "--frames", "12"]) == 0
   frames = iio.imread(out)
-  assert frames.shape == (12, 160, 256, 3)
-  picture = _framed(Animator.load(DEFAULT_MODEL), pictures.read_picture(EXAMPLE))
+  assert frames.shape == (12, 320, 512, 3)
+  picture, _ = pictures.fit_picture(pictures.read_picture(EXAMPLE), 512, 320)
   # Frame 0 is the picture, up to H.264's rounding.
   assert np.abs(frames[0].astype(float) - picture).mean() < 3.0
   assert np.abs(frames[-1].astype(float) - frames[0]).mean() > 0.1

@@ -5,7 +5,6 @@ dynamics do."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,6 @@ import browser  # noqa: E402
 from spectral_jax import cli  # noqa: E402
 from spectral_jax.data.pictures import fit_picture, fit_spectral  # noqa: E402
 from spectral_jax.inference import dynamics  # noqa: E402
-from spectral_jax.inference.animator import DEFAULT_MODEL  # noqa: E402
 from spectral_jax.inference.live_picture import (  # noqa: E402
     MAX_PAGE_BYTES, LivePicture, read_payload)
 from spectral_jax.motion.motion_file import Motion  # noqa: E402
@@ -57,9 +55,14 @@ def volume() -> np.ndarray:
   return _volume(K, WIDTH // 4, HEIGHT // 4)
 
 
+def _metric(volume: np.ndarray, num_frames: int = T) -> np.ndarray:
+  """The splatting metric ``[H, W]`` of ``volume`` at the picture's size."""
+  return splat_metric(fit_spectral(volume, WIDTH, HEIGHT), num_frames, METRIC_SCALE)[..., 0]
+
+
 @pytest.fixture(scope="module")
 def page(picture, volume) -> LivePicture:
-  return LivePicture.make(picture, volume, num_frames=T, fps=FPS, metric_scale=METRIC_SCALE,
+  return LivePicture.make(picture, volume, num_frames=T, fps=FPS, metric=_metric(volume),
                           magnify=2.0)
 
 
@@ -69,9 +72,7 @@ def test_the_page_holds_the_picture_the_volume_and_the_dynamics(page, picture, v
   stored = page.modes.astype(np.complex64)
   np.testing.assert_allclose(payload["modes"][..., :2], stored.real, rtol=1e-3, atol=1e-4)
   np.testing.assert_allclose(payload["modes"][..., 2:], stored.imag, rtol=1e-3, atol=1e-4)
-  # The metric of the whole volume (bin 0 too) at the picture's size.
-  expected = splat_metric(fit_spectral(volume, WIDTH, HEIGHT), T, METRIC_SCALE)[..., 0]
-  np.testing.assert_allclose(payload["metric"], expected, rtol=1e-3)
+  np.testing.assert_allclose(payload["metric"], _metric(volume), rtol=1e-3)
   omega = dynamics.modal_frequencies(K, T, FPS)[1:]
   gamma = dynamics.rayleigh_damping(omega, 0.4, 0.08)
   np.testing.assert_allclose(payload["omega"], omega)
@@ -83,17 +84,19 @@ def test_the_page_holds_the_picture_the_volume_and_the_dynamics(page, picture, v
 def test_a_volume_too_big_for_a_page_shrinks_to_fit(picture):
   # The default model's volume at the renderer's size: 16 bins over 256x160
   # is 4.9 MB of float16 before base64; half the grid fits.
-  page = LivePicture.make(picture, _volume(16, WIDTH, HEIGHT), num_frames=150, fps=30,
-                          metric_scale=METRIC_SCALE)
+  volume = _volume(16, WIDTH, HEIGHT)
+  page = LivePicture.make(picture, volume, num_frames=150, fps=30, metric=_metric(volume, 150))
   assert page.modes.shape == (15, HEIGHT // 2, WIDTH // 2, 2)
   assert len(page.html()) <= MAX_PAGE_BYTES
   with pytest.raises(ValueError, match="does not fit 0.001 MB"):
     LivePicture.make(picture, _volume(16, 8, 5), num_frames=150, fps=30,
-                     metric_scale=METRIC_SCALE, max_bytes=1000)
+                     metric=_metric(volume, 150), max_bytes=1000)
   with pytest.raises(ValueError, match="K=1 bins has no motion"):
-    LivePicture.make(picture, _volume(1, 64, 40), num_frames=150, fps=30, metric_scale=1)
+    LivePicture.make(picture, _volume(1, 64, 40), num_frames=150, fps=30,
+                     metric=_metric(volume, 150))
   with pytest.raises(ValueError, match="not of the picture's 256x160 shape"):
-    LivePicture.make(picture, _volume(4, 64, 64), num_frames=150, fps=30, metric_scale=1)
+    LivePicture.make(picture, _volume(4, 64, 64), num_frames=150, fps=30,
+                     metric=_metric(volume, 150))
 
 
 # ---- In Chromium ----
@@ -238,9 +241,8 @@ def test_animate_and_interact_write_pages(tmp_path, capsys, motion_file):
   assert code == 0, err
   assert "a live picture" in printed
   payload = read_payload(out.read_text())
-  model = json.loads((DEFAULT_MODEL / "model.json").read_text())
-  size = model["renderer"]["config"]["data"]
-  assert (payload["width"], payload["height"]) == (size["width"], size["height"])
+  # The picture's own crop box, 512x320 of 512x512 (the default model works at 256x160).
+  assert (payload["width"], payload["height"]) == (512, 320)
   assert (payload["numModes"], payload["numFrames"], payload["fps"]) == (K - 1, T, FPS)
   assert (payload["magnify"], payload["speed"], payload["playing"]) == (3.0, 0.5, True)
   assert out.stat().st_size <= MAX_PAGE_BYTES

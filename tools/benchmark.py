@@ -6,7 +6,7 @@
   python tools/benchmark.py train [--variants tiny --stages vae,...,renderer --steps 3]
                                   [--dtype float32 --device auto]
   python tools/benchmark.py animate [--variant tiny --frames 150 --steps 50,250] [--dtype --device]
-  python tools/benchmark.py animate --model default --steps 25
+  python tools/benchmark.py animate --model default --steps 25 [--size 512x320]
   python tools/benchmark.py render [--frames 150] [--dtype float32 --device auto]
   python tools/benchmark.py input [--stage all --workers 1,2,4 --batches 12]
   python tools/benchmark.py page [--sizes 256x160,512x320 --frames 20]
@@ -57,8 +57,9 @@ linearly (marked so). ``--variants tiny,paper`` adds the paper shapes (batch
 2): meant for an accelerator; on a 2-core CPU the paper VAE's step (2 examples, 8
 frequency maps of 256x160) needs 18 GiB and several minutes.
 
-``animate``: `spectral-jax animate` of a 150-frame video at 256x160, by
-phase (load, DDIM sampling at 50 and 250 steps, rendering, H.264 encoding),
+``animate``: `spectral-jax animate` of a 150-frame video at ``--size``
+(default 512x320, twice the models' 256x160: the size `animate` gives a
+photo of 512 px or more), by phase (load, DDIM sampling at 50 and 250 steps, rendering, H.264 encoding),
 each timed once compiled and with its first (compiling) call; then the whole
 command in two fresh processes sharing a new compilation cache, the second
 loading what the first compiled. The models are trained for one step from
@@ -597,6 +598,7 @@ def _train_one_step_models(workdir: Path, variant: str, dtype: str) -> None:
 def _animate_benchmark(args) -> None:
   import skimage.data
 
+  from spectral_jax.checks import video_size
   from spectral_jax.data.video import write_video
   from spectral_jax.data import pictures
   from spectral_jax.inference.animator import DEFAULT_MODEL, Animator, video_times
@@ -620,7 +622,10 @@ def _animate_benchmark(args) -> None:
 
     animator, load_s = timed(lambda: Animator.load(models))
     print(f"  load models     {load_s:7.2f}")
-    picture, _ = pictures.fit_picture(skimage.data.chelsea(), animator.width, animator.height)
+    picture, framing = pictures.fit_picture(skimage.data.chelsea(), animator.width,
+                                            animator.height)
+    size = pictures.video_size(framing, video_size(args.size))
+    shown = framing.resized(*size).apply(skimage.data.chelsea())
     for steps in map(int, args.steps.split(",")):
       options = animator.motion.options(num_steps=steps)
       spectral, first = timed(lambda: animator.spectral(picture, 0, options))
@@ -628,12 +633,13 @@ def _animate_benchmark(args) -> None:
       print(f"  sample {steps:3d} steps {first:7.2f} / {again:.2f} (guidance w = "
             f"{options.guidance_scale:g}: {2 * steps} network evaluations on "
             f"[1, {animator.num_freqs}, ...])")
-    texture, texture_s = timed(lambda: animator.texture(spectral, video_times(args.frames)))
-    print(f"  motion texture  {texture_s:7.2f}")
-    frames, first = timed(lambda: animator.render(picture, texture, spectral))
-    _, again = timed(lambda: animator.render(picture, texture, spectral))
+    texture, texture_s = timed(lambda: animator.texture(animator.at_size(shown, spectral),
+                                                        video_times(args.frames)))
+    print(f"  motion texture  {texture_s:7.2f} ({size[0]}x{size[1]})")
+    frames, first = timed(lambda: animator.render(shown, texture, spectral))
+    _, again = timed(lambda: animator.render(shown, texture, spectral))
     print(f"  render {args.frames} frames {first:5.2f} / {again:.2f} "
-          f"({args.frames / again:.1f} frames/s)")
+          f"({args.frames / again:.1f} frames/s at {size[0]}x{size[1]})")
     _, encode_s = timed(lambda: write_video(workdir / "video.mp4", frames, 30.0))
     print(f"  encode H.264    {encode_s:7.2f}")
 
@@ -646,7 +652,7 @@ def _animate_benchmark(args) -> None:
     for name in ("first process (compiles)", "second process (cache)"):
       command = ["spectral-jax", "animate", str(photo), "-o", str(workdir / "cli.mp4"),
                  "--checkpoint", str(models), "--steps", str(cli_steps),
-                 "--frames", str(args.frames)]
+                 "--frames", str(args.frames), "--size", args.size]
       start = time.perf_counter()
       subprocess.run(command, env=env, check=True, capture_output=True)
       print(f"  spectral-jax animate, {cli_steps} steps, {name}: "
@@ -673,7 +679,7 @@ def _page_benchmark(args) -> None:
     for width, height in _sizes(args.sizes):
       picture = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
       page = LivePicture.make(picture, spectral, num_frames=CLIP_FRAMES, fps=30.0,
-                              metric_scale=1.0)
+                              metric=np.ones((height, width), np.float32))
       path = page.write(workdir / f"{width}x{height}.html")
       driver.get(path.as_uri())
       seconds = driver.execute_script(f"return livePicture.timeFrames({args.frames})")
@@ -733,6 +739,8 @@ def main() -> None:
                        "runs; 'default': the one that ships); their own dtype, default steps")
   animate.add_argument("--frames", type=int, default=CLIP_FRAMES)
   animate.add_argument("--steps", default="50,250", help="DDIM step counts to time")
+  animate.add_argument("--size", default="512x320",
+                       help="the video's size, as animate's --size (default %(default)s)")
   animate.set_defaults(run=_animate_benchmark)
   render = sections.add_parser("render", parents=[with_dtype],
                                help="renderer frames/s and memory")

@@ -144,11 +144,13 @@ def run(args) -> None:
   several = Path(args.image).is_dir()
   # Every picture is read once before the models load, so that a bad one
   # fails at once, and again when its turn comes (memory stays one picture).
-  for picture_path, _ in jobs:
-    pictures.read_picture(picture_path)
+  picture_sizes = [pictures.read_picture(picture_path).shape[1::-1] for picture_path, _ in jobs]
   compile_cache.enable(args.cache_dir)
   animator = Animator.load(resolve_checkpoint(args.checkpoint),
                            with_motion=args.motion is None)
+  for width, height in picture_sizes:  # A size refused fails before any work.
+    pictures.video_size(pictures.Framing.fit(width, height, animator.width, animator.height),
+                        args.size)
   measured = load_motion_file(args.motion, animator) if args.motion else None
   # A measured motion plays on the clock of its clip, a sampled one on the model's.
   period, clock_fps = ((measured.num_frames, measured.fps) if measured
@@ -164,8 +166,12 @@ def run(args) -> None:
 
   for picture_path, video_path in jobs:
     started = time.perf_counter()
-    picture, framing = pictures.fit_picture(pictures.read_picture(picture_path),
-                                            animator.width, animator.height)
+    image = pictures.read_picture(picture_path)
+    picture, framing = pictures.fit_picture(image, animator.width, animator.height)
+    # The video's framing: the model's crop box at the video's size.
+    size = pictures.video_size(framing, args.size)
+    shown = framing.resized(*size)
+    frame_0 = picture if size == (animator.width, animator.height) else shown.apply(image)
     if measured is not None:
       spectral = measured.spectral
       origin = (f"from {args.motion} (K={len(spectral)} over T={period} frames at "
@@ -178,8 +184,8 @@ def run(args) -> None:
       spectral = spectral * mask[None, :, :, None]
     if video_path.suffix.lower() == PAGE_SUFFIX:
       page = live_picture.LivePicture.make(
-          picture, spectral, num_frames=period, fps=clock_fps,
-          metric_scale=animator.renderer.metric_scale,
+          frame_0, spectral, num_frames=period, fps=clock_fps,
+          metric=animator.metric(spectral, num_frames=period, size=size)[..., 0],
           loop_frames=num_frames if args.loop else period, magnify=args.magnify,
           speed=fps / clock_fps / args.slowmo, title=f"{picture_path.name}, live")
       page.write(video_path)
@@ -187,7 +193,7 @@ def run(args) -> None:
       described = (f"a live picture, {page.modes.shape[2]}x{page.modes.shape[1]} volume of "
                    f"{len(page.modes) + 1} bins, {video_path.stat().st_size / 1e6:.1f} MB")
     else:
-      frames = animator.video(picture, spectral, times, args.magnify, num_frames=period,
+      frames = animator.video(frame_0, spectral, times, args.magnify, num_frames=period,
                               batch_size=args.batch_size, progress=True)
       if args.viz:  # Its pictures need the whole video; otherwise it streams.
         frames = np.concatenate(list(frames))
@@ -202,6 +208,5 @@ def run(args) -> None:
           _per_picture(args.viz, picture_path, "", several), image=picture,
           disp_px=animator.texture(spectral, np.arange(period), num_frames=period),
           spectral=spectral, fps=clock_fps, frames=frames)
-    print(f"{video_path}: {described}, "
-          f"{animator.width}x{animator.height}; motion {origin}; "
-          f"{time.perf_counter() - started:.1f} s ({framing.describe()})")
+    print(f"{video_path}: {described}, {size[0]}x{size[1]}; motion {origin}; "
+          f"{time.perf_counter() - started:.1f} s ({shown.describe()})")

@@ -104,6 +104,10 @@ def run(args) -> None:
                            with_motion=args.motion is None)
   started = time.perf_counter()
   picture, framing = pictures.fit_picture(image, animator.width, animator.height)
+  # The video's framing: the model's crop box at the video's size.
+  size = pictures.video_size(framing, args.size)
+  shown = framing.resized(*size)
+  frame_0 = picture if size == (animator.width, animator.height) else shown.apply(image)
   # Modes measured on a clip ring at the frequencies of its clock; sampled
   # ones at the model's.
   if args.motion:
@@ -115,24 +119,26 @@ def run(args) -> None:
     period, fps = animator.num_frames, animator.fps
     origin = f"modes sampled, seed {args.seed}"
   num_frames = args.frames or period
-  poked = model_pokes(pokes, framing, num_frames)
+  poked = model_pokes(pokes, shown, num_frames)  # In the video's pixels.
   if Path(args.output).suffix.lower() == PAGE_SUFFIX:
     from spectral_jax.inference import live_picture
     page = live_picture.LivePicture.make(
-        picture, spectral, num_frames=period, fps=fps,
-        metric_scale=animator.renderer.metric_scale, playing=False, alpha=args.alpha,
+        frame_0, spectral, num_frames=period, fps=fps,
+        metric=animator.metric(spectral, num_frames=period, size=size)[..., 0],
+        playing=False, alpha=args.alpha,
         beta=args.beta, strength=args.strength, title=f"{Path(args.image).name}, live",
         pokes=tuple((p.x, p.y, p.dx, p.dy, p.frame) for p in poked))
     page.write(args.output)
-    print(f"{args.output}: a live picture to poke, {len(poked)} poke(s) to replay; {origin}; "
-          f"{time.perf_counter() - started:.1f} s ({framing.describe()})")
+    print(f"{args.output}: a live picture to poke, {len(poked)} poke(s) to replay, "
+          f"{size[0]}x{size[1]}; {origin}; {time.perf_counter() - started:.1f} s "
+          f"({shown.describe()})")
     return
-  response = dynamics.simulate(spectral, poked, num_output_frames=num_frames, fps=fps,
-                               num_frames=period, alpha=args.alpha, beta=args.beta,
-                               strength=args.strength)
-  frames = animator.render(picture, response.displacement, spectral, num_frames=period,
+  response = dynamics.simulate(animator.at_size(frame_0, spectral), poked,
+                               num_output_frames=num_frames, fps=fps, num_frames=period,
+                               alpha=args.alpha, beta=args.beta, strength=args.strength)
+  frames = animator.render(frame_0, response.displacement, spectral, num_frames=period,
                            batch_size=args.batch_size, progress=True)
   write_video(Path(args.output), frames, fps)
   print(f"{args.output}: {len(frames)} frames at {fps:g} fps, {len(poked)} poke(s); "
         f"{origin}; {response.substeps} Euler sub-steps per frame; "
-        f"{time.perf_counter() - started:.1f} s ({framing.describe()})")
+        f"{size[0]}x{size[1]}; {time.perf_counter() - started:.1f} s ({shown.describe()})")

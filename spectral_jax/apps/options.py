@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from spectral_jax.checks import number
+from spectral_jax.checks import number, video_size
 
 POSITIVE_INT = number(int, low=1)
 NON_NEGATIVE_INT = number(int, low=0)
@@ -54,6 +54,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--frames", type=POSITIVE_INT,
                       help="frames of the video (default: T of the training clips, or of "
                       "the --motion clip)")
+  parser.add_argument("--size", type=video_size, metavar="WxH|full|model",
+                      help="output size, of the model's aspect ratio (default: the picture's "
+                      "own, its longest side at most 512 px; full: the picture's own; model: "
+                      "the model's)")
   parser.add_argument("--steps", type=POSITIVE_INT, help="DDIM steps (default: the model's)")
   parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="sampling seed (default 0)")
   parser.add_argument("--batch-size", type=POSITIVE_INT, default=8,

@@ -13,11 +13,14 @@ covers ``[i - 0.5, i + 0.5]``, so the picture's left edge is ``x = -0.5``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from spectral_jax.checks import MAX_VIDEO_SIDE
 
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -179,6 +182,11 @@ class Framing:
       return f"{source}, the model's size"
     return f"{source}, resized to {self.out_width}x{self.out_height}"
 
+  def resized(self, out_width: int, out_height: int) -> Framing:
+    """The same crop box resized to ``out_width x out_height`` instead (a
+    video at another size of the same framing)."""
+    return dataclasses.replace(self, out_width=out_width, out_height=out_height)
+
   def _crop_resize(self, array: np.ndarray, *, enlarge: int) -> np.ndarray:
     """``[height, width]`` or ``[height, width, C]`` (C <= 512) uint8 or
     float32 → ``[out_height, out_width(, C)]``, same dtype; ``enlarge`` is
@@ -190,6 +198,54 @@ class Framing:
     shrinking = self.scale_x < 1 or self.scale_y < 1
     return cv2.resize(np.ascontiguousarray(crop), (self.out_width, self.out_height),
                       interpolation=cv2.INTER_AREA if shrinking else enlarge)
+
+
+# `video_size`: the longest side of a video by default (`checks.MAX_VIDEO_SIDE`
+# bounds any).
+DEFAULT_VIDEO_SIDE = 512
+
+
+def video_size(framing: Framing, requested=None) -> tuple[int, int]:
+  """The size ``(width, height)`` of a video of the picture ``framing``
+  frames for a model of ``framing.out_width x out_height``.
+
+  Videos keep the model's exact aspect ratio, so the crop the model sees is
+  the crop the video shows, and have sides that are multiples of 8 (the
+  renderer's coarsest stride): whole multiples of the smallest such size
+  (64x40 for 256x160), as many as fit in the crop box.
+
+  Args:
+    framing: the picture's framing to the model's size.
+    requested: ``None`` (the default: the crop box's own size, the longest
+      side at most `DEFAULT_VIDEO_SIDE`), ``"full"`` (the crop box's own
+      size, at most `checks.MAX_VIDEO_SIDE`), ``"model"`` (the model's size)
+      or ``(width, height)`` (`checks.video_size`, of the model's aspect
+      ratio).
+  Raises:
+    ValueError: a ``(width, height)`` of another aspect ratio than the
+      model's; a ``full`` size above `checks.MAX_VIDEO_SIDE`.
+  """
+  model = (framing.out_width, framing.out_height)
+  if requested == "model":
+    return model
+  divisor = math.gcd(*model)
+  ratio = (model[0] // divisor, model[1] // divisor)
+  unit = math.lcm(*(8 // math.gcd(8, side) for side in ratio))
+  step = (ratio[0] * unit, ratio[1] * unit)  # The smallest size: (64, 40) for 8:5.
+  if requested not in (None, "full"):
+    width, height = requested
+    if width * model[1] != height * model[0]:
+      raise ValueError(f"--size {width}x{height} is not of the model's {model[0]}x{model[1]} "
+                       f"shape; sizes of it are multiples of {step[0]}x{step[1]}, e.g. "
+                       f"{step[0] * 8}x{step[1] * 8}")
+    return width, height
+  crop = (framing.crop_width, framing.crop_height)
+  if requested == "full" and max(crop) > MAX_VIDEO_SIDE:
+    raise ValueError(f"--size full: the picture's {crop[0]}x{crop[1]} crop is larger than "
+                     f"{MAX_VIDEO_SIDE} px on a side; give --size WxH")
+  longest = MAX_VIDEO_SIDE if requested == "full" else DEFAULT_VIDEO_SIDE
+  count = max(1, min(crop[0] // step[0], crop[1] // step[1], longest // max(step)))
+  return step[0] * count, step[1] * count
 
 
 def fit_picture(picture: np.ndarray, out_width: int,

@@ -7,6 +7,11 @@ learned.
     spectral = animator.spectral(picture, seed=0)        # [K, H, W, 2] complex64 px
     texture = animator.texture(spectral, times)          # [N, H, W, 2] px
     frames = animator.render(picture, texture, spectral) # [N, H, W, 3] uint8
+
+Videos may be larger than the models (`data.pictures.video_size`): the
+picture at the video's size, the spectral volume at the model's, upsampled
+(`fit_spectral`), and the splatting metric in the model's pixels whatever
+the video's size.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import cv2
 import jax
 import numpy as np
 
@@ -128,38 +134,66 @@ class Animator:
     the model's; a volume measured on another clip has its own)."""
     return animation_texture(spectral, times, num_frames or self.num_frames, magnify)
 
-  def metric(self, spectral: np.ndarray, *, num_frames: int | None = None) -> np.ndarray:
+  def metric(self, spectral: np.ndarray, *, num_frames: int | None = None,
+             size: tuple[int, int] | None = None) -> np.ndarray:
     """The renderer's splatting metric ``[H, W, 1]`` float32 of a spectral
-    volume ``[K, H, W, 2]`` (picture's pixels, unmagnified) over
+    volume ``[K, H, W, 2]`` (the model's pixels, unmagnified) over
     ``num_frames`` T (default: the model's), with the renderer's
-    ``metric_scale`` (`splat_metric`)."""
-    return splat_metric(spectral, num_frames or self.num_frames, self.renderer.metric_scale)
+    ``metric_scale`` (`splat_metric`). With ``size`` ``(width, height)``
+    it is resized (bilinear) to that size, its values kept: the metric
+    counts the model's pixels, so a larger video is splatted as sharply as
+    the renderer learned."""
+    metric = splat_metric(spectral, num_frames or self.num_frames, self.renderer.metric_scale)
+    if size is None or tuple(size) == metric.shape[1::-1]:
+      return metric
+    return cv2.resize(metric[..., 0], tuple(size), interpolation=cv2.INTER_LINEAR)[..., None]
+
+  def at_size(self, picture: np.ndarray, spectral: np.ndarray) -> np.ndarray:
+    """``spectral`` ``[K, H, W, 2]`` (the model's size and pixels) for a
+    ``picture`` of another size of the model's shape: upsampled, in the
+    picture's pixels (`fit_spectral`).
+
+    Raises:
+      ValueError: the picture is not of the model's aspect ratio.
+    """
+    height, width = picture.shape[:2]
+    if (width, height) == spectral.shape[2:0:-1]:
+      return spectral
+    if width * self.height != height * self.width:
+      raise ValueError(f"a {width}x{height} picture is not of the model's "
+                       f"{self.width}x{self.height} shape")
+    return fit_spectral(spectral, width, height)
 
   def render(self, picture: np.ndarray, texture: np.ndarray, spectral: np.ndarray, *,
              num_frames: int | None = None, batch_size: int = 8,
              progress: bool = False) -> np.ndarray:
-    """Frames ``[N, H, W, 3]`` uint8 of ``picture`` moved by ``texture``,
-    splatted with the `metric` of ``spectral`` ``[K, H, W, 2]`` over
-    ``num_frames`` T, the volume of the motion (unmagnified): the metric the
-    renderer was trained with, whatever the magnification or frame times of
-    ``texture``."""
+    """Frames ``[N, H', W', 3]`` uint8 of ``picture`` (``[H', W', 3]``, the
+    model's size or another of its shape) moved by ``texture`` (its
+    pixels), splatted with the `metric` of ``spectral`` ``[K, H, W, 2]``
+    (the model's size) over ``num_frames`` T, the volume of the motion
+    (unmagnified): the metric the renderer was trained with, whatever the
+    magnification, frame times or size of ``texture``."""
+    size = picture.shape[1::-1]
     return render_frames(self.renderer.renderer, picture, texture,
-                         self.metric(spectral, num_frames=num_frames),
+                         self.metric(spectral, num_frames=num_frames, size=size),
                          batch_size=batch_size, progress=progress)
 
   def video(self, picture: np.ndarray, spectral: np.ndarray, times: np.ndarray,
             magnify: float = 1.0, *, num_frames: int | None = None, batch_size: int = 8,
             progress: bool = False):
-    """The frames `render` gives for ``texture(spectral, times, magnify)``,
-    bit for bit, yielded as uint8 batches ``[n, H, W, 3]`` and computed as
-    they are asked for: memory holds a batch's texture and frames, not the
-    video's, whatever its length and size."""
+    """The frames `render` gives for ``texture(at_size(picture, spectral),
+    times, magnify)``, bit for bit, yielded as uint8 batches ``[n, H', W',
+    3]`` and computed as they are asked for: memory holds a batch's texture
+    and frames, not the video's, whatever its length and size. ``picture``
+    is at the video's size, ``spectral`` at the model's."""
     period = num_frames or self.num_frames
-    textures = (self.texture(spectral, times[start:start + batch_size], magnify,
+    moving = self.at_size(picture, spectral)
+    textures = (self.texture(moving, times[start:start + batch_size], magnify,
                              num_frames=period)
                 for start in range(0, len(times), batch_size))
+    metric = self.metric(spectral, num_frames=period, size=picture.shape[1::-1])
     yield from render_frame_batches(
-        self.renderer.renderer, picture, textures, self.metric(spectral, num_frames=period),
+        self.renderer.renderer, picture, textures, metric,
         batch_size=min(batch_size, len(times)), total=len(times), progress=progress)
 
 

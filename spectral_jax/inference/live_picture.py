@@ -2,7 +2,7 @@
 motion and lets a person poke it, in any browser with WebGL2.
 
     page = LivePicture.make(picture, spectral, num_frames=150, fps=30,
-                            metric_scale=renderer.metric_scale)
+                            metric=animator.metric(spectral, size=(W, H))[..., 0])
     page.write("flower.html")
 
 The page (``page/live_picture.html`` and ``page/live_picture.js`` beside
@@ -10,8 +10,8 @@ this module) holds, as base64 in one JSON block: the picture (raw RGB at
 the output size), the spectral volume's bins ``1 .. K-1`` (float16, at the
 size of the volume it is given or, if that would not fit `MAX_PAGE_BYTES`,
 at the largest whole fraction of it that does) and the splatting metric
-(float16, output size). Bin 0 is left out: it cancels in ``D(t) - D(0)``
-and is no mode.
+(float16, output size: `Animator.metric`, in the model's pixels). Bin 0
+is left out: it cancels in ``D(t) - D(0)`` and is no mode.
 
 What the page shows is defined here, in NumPy terms, and the page computes
 the same on the GPU (tests/test_live_picture.py compares them in Chromium):
@@ -27,8 +27,8 @@ the same on the GPU (tests/test_live_picture.py compares them in Chromium):
   `dynamics.simulate`, stepped with the same forward Euler and sub-steps;
 * a frame is the `render.splat.softmax_splat` of the picture by that
   displacement, with weights ``exp(min(metric, 30))`` from the metric of
-  the (unmagnified) volume, `splat_metric` times the renderer's
-  ``metric_scale``; a pixel that nothing reaches shows the still picture.
+  the (unmagnified) volume that the videos use (`Animator.metric`); a pixel
+  that nothing reaches shows the still picture.
 
 Unlike the videos of `animate`, the page does not run the learned renderer
 (its feature pyramid and synthesis network): where motion uncovers what the
@@ -50,7 +50,6 @@ from spectral_jax.atomic import atomic_output
 from spectral_jax.data.pictures import fit_spectral
 from spectral_jax.inference import dynamics
 from spectral_jax.motion.spectral import bin_weights
-from spectral_jax.render.splat_metric import splat_metric
 
 # The most a page may weigh, bytes: it is mailed and opened from disk.
 MAX_PAGE_BYTES = 5_000_000
@@ -69,7 +68,7 @@ class LivePicture:
       volume on its own ``w x h`` grid (same aspect as the picture),
       displacements in pixels of that grid.
     metric: float32 ``[H, W]`` splatting metric at the output size
-      (`splat_metric`, times the renderer's ``metric_scale``).
+      (`Animator.metric`: the renderer's, counting the model's pixels).
     num_frames: T, the clip length the volume describes (its bins are
       ``k fps / T`` Hz).
     fps: frames per second of the clip the volume describes: the looping
@@ -103,15 +102,15 @@ class LivePicture:
 
   @classmethod
   def make(cls, picture: np.ndarray, spectral: np.ndarray, *, num_frames: int, fps: float,
-           metric_scale: float, max_bytes: int = MAX_PAGE_BYTES, **fields) -> "LivePicture":
+           metric: np.ndarray, max_bytes: int = MAX_PAGE_BYTES, **fields) -> "LivePicture":
     """The page of ``picture`` uint8 ``[H, W, 3]`` moved by ``spectral``
     ``[K, h, w, 2]`` complex (pixels of its ``w x h`` grid, unmagnified),
-    over a clip of ``num_frames`` T at ``fps``.
+    over a clip of ``num_frames`` T at ``fps``, splatted with ``metric``
+    ``[H, W]`` float32.
 
     The volume keeps its grid if the page then fits ``max_bytes``, or
     shrinks (area averaging, `fit_spectral`) by the smallest whole factor
-    of its size that makes it fit; the metric is computed from what the
-    page holds, so the page and `reference_frame` agree exactly.
+    of its size that makes it fit.
 
     Raises:
       ValueError: K < 2; a grid of another aspect than the picture's; no
@@ -122,6 +121,8 @@ class LivePicture:
     num_freqs, grid_height, grid_width = spectral.shape[:3]
     if num_freqs < 2:
       raise ValueError(f"a spectral volume of K={num_freqs} bins has no motion (bin 0 only)")
+    if np.shape(metric) != (height, width):
+      raise ValueError(f"the metric is {np.shape(metric)}, the picture {(height, width)}")
     if grid_width * height != grid_height * width:
       raise ValueError(f"the spectral volume's {grid_width}x{grid_height} grid is not of the "
                        f"picture's {width}x{height} shape")
@@ -130,9 +131,9 @@ class LivePicture:
         continue
       grid = (spectral if factor == 1 else
               fit_spectral(spectral, grid_width // factor, grid_height // factor))
-      metric = splat_metric(fit_spectral(grid, width, height), num_frames, metric_scale)
       page = cls(picture=np.ascontiguousarray(picture, np.uint8),
-                 modes=np.asarray(grid[1:], np.complex64), metric=metric[..., 0],
+                 modes=np.asarray(grid[1:], np.complex64),
+                 metric=np.asarray(metric, np.float32),
                  num_frames=num_frames, fps=fps, **{"loop_frames": num_frames, **fields})
       if len(page.html()) <= max_bytes:
         return page
