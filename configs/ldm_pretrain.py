@@ -66,11 +66,13 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   })
   # What `spectral-jax animate` samples with unless told otherwise: DDIM
   # steps and eta, classifier-free guidance w, and for --loop the
-  # self-guidance weight u and self-recurrence iterations (the paper: 250
-  # steps, w = 1.75, u = 200, 2 iterations).
+  # self-guidance weight u, self-recurrence iterations and the guidance
+  # gradient: through the network (the paper: 250 steps, w = 1.75, u = 200,
+  # 2 iterations), or "x0", the clean-latent formula alone, several times
+  # cheaper (docs/DESIGN.md §4).
   config.sampling = ml_collections.ConfigDict({
       "num_steps": 25 if tiny else 250, "eta": 0.0, "guidance_scale": 1.75,
-      "loop_weight": 200.0, "recurrence_steps": 2})
+      "loop_weight": 200.0, "recurrence_steps": 2, "loop_gradient": "network"})
   config.eval.ddim_steps = 25 if tiny else 250
   config.eval.guidance_scale = 0.0
   config.eval.num_batches = 1 if tiny else 4

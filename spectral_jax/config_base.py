@@ -237,6 +237,7 @@ _RANGES = {
     "sampling.eta": _real(0, 1),  # 0: deterministic DDIM, 1: ancestral.
     "sampling.loop_weight": _real(0),
     "sampling.recurrence_steps": _int(1),
+    "sampling.loop_gradient": ("network", "x0"),  # diffusion.GUIDANCE_GRADIENTS
     "loss.l1_weight": _real(0),
     "loss.perceptual_weight": _real(0),
     "loss.kl_weight": _real(0),

@@ -542,6 +542,22 @@ def test_bad_input_one_line_exit_2_no_output(runs, bad_inputs, tmp_path, argv, m
   assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
+def test_the_largest_size_renders(runs, small_scene, tmp_path, capsys):
+  """The largest --size of the models' 3:2 shape with sides within 2048 px,
+  2040x1360 (85 x 24x16): rendered, frame 0 the picture at that size."""
+  picture = small_scene.frames[0]
+  iio.imwrite(tmp_path / "first.png", picture)
+  Motion(small_scene.spectral, picture, 30.0, T).save(tmp_path / "S.npz")
+  code, printed, err = _main(capsys, "animate", tmp_path / "first.png", "--motion",
+                             tmp_path / "S.npz", "--checkpoint", runs, "--frames", 2,
+                             "--size", "2040x1360", "--batch-size", 1,
+                             "-o", tmp_path / "large.mp4")
+  assert code == 0, err
+  assert "2040x1360" in printed
+  assert iio.imread(tmp_path / "large.mp4").shape == (2, 1360, 2040, 3)
+
+
 def test_find_runs_takes_stage_2_and_the_renderer(runs):
   found = loading.find_runs(runs)
   assert found == {"motion": runs / "ldm2", "renderer": runs / "renderer"}

@@ -1,8 +1,9 @@
 """Measurements of a `demo` model (tools/train_demo.sh), printed.
 
   python tools/evaluate_demo.py evaluations RUN
-  python tools/evaluate_demo.py held-out MODEL PHOTOS [--videos DIR] [--renderer-only]
+  python tools/evaluate_demo.py held-out MODEL PHOTOS [--videos DIR] [--renderer-only --scale 2]
   python tools/evaluate_demo.py loops MODEL PHOTOS [--crops 4 --loop-frames 90]
+                                   [--loop-gradient x0 --loop-weight U --recurrence-steps R]
   python tools/evaluate_demo.py pictures MODEL PHOTOS -o OUT.png
 
 MODEL is an export or a folder of runs, as ``animate --checkpoint`` takes,
@@ -34,7 +35,9 @@ split of its training data), one line per metric.
   seeds 0..SCENES-1) with their true frames and displacements: PSNR and
   LPIPS of the renderer's frames, and of the picture forward-warped by the
   same displacements (what an untrained renderer outputs), against the
-  true frames, every ``--frame-stride``-th frame.
+  true frames, every ``--frame-stride``-th frame. ``--scale 2`` makes the
+  scenes at twice the models' size and renders them there, with the
+  metric `animate --size` uses (the models' size, resized).
 
 ``--videos DIR`` keeps each photo's video and motion pictures (`--viz`) to
 look at.
@@ -214,12 +217,14 @@ def _power(animator, photos, num_seeds: int, seed_zero: list[np.ndarray]) -> Non
         f"{falls:.0%} of neighbouring bins fall")
 
 
-def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> None:
+def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int,
+              scale: int = 1) -> None:
   import jax
   import jax.numpy as jnp
   from flax import nnx
 
   from spectral_jax.data import photo_scenes
+  from spectral_jax.data.pictures import fit_spectral
   from spectral_jax.diffusion.latents import image_to_unit
   from spectral_jax.render import metrics
   from spectral_jax.render.frames import to_uint8
@@ -239,18 +244,20 @@ def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> No
   squared_errors = {"renderer": [], "forward warping": []}
   lpips_values = {"renderer": [], "forward warping": []}
   still = 0
+  width, height = scale * animator.width, scale * animator.height
   for path in photos:
-    photo = photo_scenes.load_photo(path, animator.height, animator.width)
+    photo = photo_scenes.load_photo(path, height, width)
     for seed in range(num_scenes):
       scene = photo_scenes.make_scene(photo, seed, num_frames=animator.num_frames,
-                                      height=animator.height, width=animator.width,
+                                      height=height, width=width,
                                       num_freqs=animator.num_freqs, fps=animator.fps)
       if not scene.disp_px.any():  # No vegetation: every method is exact.
         still += 1
         continue
       # The metric of the scene's spectral volume, as training and `animate`
-      # compute it.
-      metric = animator.metric(scene.spectral)
+      # compute it: at the models' size in their pixels, resized to the video's.
+      metric = animator.metric(fit_spectral(scene.spectral, animator.width, animator.height),
+                               size=(width, height))
       times = np.arange(1, animator.num_frames, frame_stride)
       target = scene.frames[times]
       for name, frame in candidates(state, scene.frames[0], scene.disp_px[times],
@@ -260,7 +267,8 @@ def _renderer(animator, photos, lpips, num_scenes: int, frame_stride: int) -> No
                                                            image_to_unit(target))))
         lpips_values[name].append(lpips(frame, target))
   count = sum(map(len, squared_errors["renderer"]))
-  print(f"renderer on photo scenes of the held-out photos ({len(photos)} photos x "
+  print(f"renderer at {width}x{height} on photo scenes of the held-out photos "
+        f"({len(photos)} photos x "
         f"{num_scenes} scenes, {still} of them still and skipped; {count} frames against "
         "the true frames; PSNR of the mean squared error over all frames):")
   for name in squared_errors:
@@ -278,7 +286,10 @@ def loops(args) -> None:
 
   animator = Animator.load(_model(args.model))
   plain = animator.motion.options()
-  looped = animator.motion.options(loop_frames=args.loop_frames)
+  looped = animator.motion.options(loop_frames=args.loop_frames,
+                                   loop_gradient=args.loop_gradient,
+                                   loop_weight=args.loop_weight,
+                                   recurrence_steps=args.recurrence_steps)
   if not looped.loop_frames:
     raise SystemExit(f"N = {args.loop_frames} is a multiple of T = {animator.num_frames}: "
                      "every texture loops already")
@@ -297,24 +308,34 @@ def loops(args) -> None:
         row[name] = spectral
         row[f"{name}_px"] = loop_closure_error(spectral, num_frames=animator.num_frames,
                                                loop_frames=args.loop_frames)
+        row[f"{name}_amplitude"] = float(_amplitude(spectral).mean())
         first, after_last = animator.render(
             picture, animator.texture(spectral, np.float32([0, args.loop_frames])), spectral)
         row[f"{name}_grey"] = np.abs(after_last.astype(np.float32) - first).mean()
       row["moved"] = np.abs(row["loop"] - row["plain"]).mean() / np.abs(row["plain"]).mean()
       rows.append(row)
       print(f"  {path.stem:22s} crop {crop}: closure {row['plain_px']:.4f} -> "
-            f"{row['loop_px']:.4f} px, {row['plain_grey']:.3f} -> {row['loop_grey']:.3f} grey "
-            f"levels; sampling {row['plain_s']:.1f} -> {row['loop_s']:.1f} s; sample moved "
-            f"{row['moved']:.1%}", flush=True)
+            f"{row['loop_px']:.4f} px ({row['plain_px'] / row['loop_px']:.1f}x), "
+            f"{row['plain_grey']:.3f} -> {row['loop_grey']:.3f} grey levels; amplitude "
+            f"{row['plain_amplitude']:.4f} -> {row['loop_amplitude']:.4f} px; sampling "
+            f"{row['plain_s']:.1f} -> {row['loop_s']:.1f} s; sample moved {row['moved']:.1%}",
+            flush=True)
 
   def mean(key):
     return float(np.mean([row[key] for row in rows]))
 
   print(f"{len(rows)} held-out pictures, N = {args.loop_frames} frames of T = "
         f"{animator.num_frames}, {plain.num_steps} DDIM steps, u = {looped.loop_weight:g}, "
-        f"{looped.recurrence_steps} self-recurrence iterations, seed 0:")
+        f"{looped.recurrence_steps} self-recurrence iterations, gradient through "
+        f"{looped.loop_gradient}, seed 0:")
+  ratios = [row["plain_px"] / row["loop_px"] for row in rows]
   print(f"  closure error |D(N) - D(0)|: {mean('plain_px'):.4f} px without, "
-        f"{mean('loop_px'):.4f} px with --loop ({mean('plain_px') / mean('loop_px'):.1f}x lower)")
+        f"{mean('loop_px'):.4f} px with --loop ({mean('plain_px') / mean('loop_px'):.1f}x lower "
+        f"on average; per picture median {np.median(ratios):.1f}x, from {min(ratios):.1f}x "
+        f"to {max(ratios):.1f}x)")
+  print(f"  mean motion amplitude: {mean('plain_amplitude'):.4f} px without, "
+        f"{mean('loop_amplitude'):.4f} px with ("
+        f"{mean('loop_amplitude') / mean('plain_amplitude'):.2f}x)")
   print(f"  frame after the last against the first: {mean('plain_grey'):.3f} grey levels "
         f"without, {mean('loop_grey'):.3f} with ({mean('plain_grey') / mean('loop_grey'):.1f}x "
         "lower)")
@@ -396,7 +417,7 @@ def held_out(args) -> None:
     seed_zero = _motion(animator, photos, args.videos, lpips, masks)
     _still(animator)
     _power(animator, photos, args.power_seeds, seed_zero)
-  _renderer(animator, photos, lpips, args.scenes, args.frame_stride)
+  _renderer(animator, photos, lpips, args.scenes, args.frame_stride, args.scale)
 
 
 def main() -> None:
@@ -419,12 +440,21 @@ def main() -> None:
                         help="score every n-th frame of a scene")
   measured.add_argument("--renderer-only", action="store_true",
                         help="measure the renderer alone (MODEL needs no motion run)")
+  measured.add_argument("--scale", type=int, default=1,
+                        help="render photo scenes at this multiple of the models' size, as "
+                        "animate's --size does (default 1)")
   looping = commands.add_parser("loops", help="loop self-guidance on held-out pictures")
   looping.add_argument("model", type=Path,
                        help="an export, a folder of runs, or default (the shipped model)")
   looping.add_argument("photos", type=Path, help="a folder of held-out photos")
   looping.add_argument("--crops", type=int, default=4, help="random crops per photo")
   looping.add_argument("--loop-frames", type=int, default=90, help="N, the video's frames")
+  looping.add_argument("--loop-gradient", choices=("network", "x0"),
+                       help="the guidance gradient (default: the model's sampling config)")
+  looping.add_argument("--loop-weight", type=float,
+                       help="u, the guidance weight (default: the model's sampling config)")
+  looping.add_argument("--recurrence-steps", type=int,
+                       help="self-recurrence iterations (default: the model's sampling config)")
   drawn = commands.add_parser("pictures", help="the model card's picture of the held-out photos")
   drawn.add_argument("model", type=Path,
                      help="an export, a folder of runs, or default (the shipped model)")

@@ -11,7 +11,10 @@ Conventions:
   ``w = 0`` is the purely conditional sampler.
 * Universal guidance (Bansal et al., 2023):
   ``eps += u * sqrt(1 - alphabar_t) * grad_{z_t} L(x0(z_t))``, differentiating
-  through the network, with optional self-recurrence.
+  through the network, with optional self-recurrence; or, for a
+  v-prediction network, ``guidance_gradient="x0"``: holding its output
+  fixed, the gradient through the clean-latent formula alone (a backward
+  pass through the loss and no network, at the cost of a cruder direction).
 * The network predicts ε or ``v`` (``prediction``, `training.x0_and_eps`);
   a step needs both the clean latent and the noise, derived from either.
   Guidance combines raw outputs: both conversions are affine in the output
@@ -44,6 +47,9 @@ from spectral_jax.diffusion.training import x0_and_eps
 # prediction="v"). cond_mask True uses the image condition, False the
 # dropped (unconditional) one.
 EpsFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+# How loss guidance differentiates (`ddim_steps`' ``guidance_gradient``).
+GUIDANCE_GRADIENTS = ("network", "x0")
 
 
 def ddim_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:
@@ -107,8 +113,8 @@ def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.
                eta: float = 0.0, guidance_scale: float = 0.0,
                guidance_loss: Callable[[jax.Array], jax.Array] | None = None,
                guidance_weight: float | jax.Array = 0.0, recurrence_steps: int = 1,
-               clip_x0: float | None = None, prediction: str = "epsilon",
-               unroll: bool = False) -> jax.Array:
+               guidance_gradient: str = "network", clip_x0: float | None = None,
+               prediction: str = "epsilon", unroll: bool = False) -> jax.Array:
   """Runs the steps of ``plan`` (all of `ddim_start`'s, or a slice) from
   latents ``z`` ``[B, ...]``, in one `jax.lax.scan`.
 
@@ -130,6 +136,12 @@ def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.
     guidance_weight: ``u``, the loss-guidance strength (may be traced).
     recurrence_steps: static; iterations per step, each after the first
       re-noising the stepped latent back to ``t`` with fresh noise. 1 = none.
+    guidance_gradient: static; ``"network"``: ``grad_{z_t} L(x0(z_t))``
+      through the network; ``"x0"``: with the network's output ``v`` held
+      fixed, ``sqrt(alphabar) grad_x0 L``, so only the loss is
+      differentiated. Only with v-prediction: holding ε fixed gives
+      ``grad_x0 L / sqrt(alphabar)``, which blows up at the noisy steps
+      (a sampler pulled towards a target overshoots it tenfold).
     clip_x0: if set, clip ``x0`` to ``[-clip_x0, clip_x0]`` and take the
       noise consistent with it.
     prediction: static, what ``eps_fn`` predicts: ``"epsilon"`` or ``"v"``.
@@ -145,6 +157,12 @@ def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.
     raise ValueError(f"eta must be in [0, 1], got {eta}")
   if recurrence_steps < 1:
     raise ValueError(f"recurrence_steps must be >= 1, got {recurrence_steps}")
+  if guidance_gradient not in GUIDANCE_GRADIENTS:
+    raise ValueError(f"guidance_gradient must be one of {GUIDANCE_GRADIENTS}, "
+                     f"got {guidance_gradient!r}")
+  if guidance_gradient == "x0" and prediction != "v":
+    raise ValueError("guidance_gradient='x0' needs a v-prediction network (holding ε fixed, "
+                     "the gradient grows as 1/sqrt(alphabar) at the noisy steps)")
   shape = z.shape
   batch = shape[0]
 
@@ -165,8 +183,11 @@ def ddim_steps(eps_fn: EpsFn, schedule: Schedule, z: jax.Array, plan: tuple[jax.
     if guidance_loss is None:
       x0, eps = x0_and_eps(z, guided_output(z, t_batch), a, prediction)
     else:
+      output = None if guidance_gradient == "network" else guided_output(z, t_batch)
+
       def loss(z):
-        x0, eps = x0_and_eps(z, guided_output(z, t_batch), a, prediction)
+        held = guided_output(z, t_batch) if output is None else jax.lax.stop_gradient(output)
+        x0, eps = x0_and_eps(z, held, a, prediction)
         return guidance_loss(x0), (x0, eps)
       grad, (x0, eps) = jax.grad(loss, has_aux=True)(z)
       shift = guidance_weight * jnp.sqrt(1 - a) * grad

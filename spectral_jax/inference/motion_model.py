@@ -26,8 +26,10 @@ class SamplingOptions:
   """How to sample (static: each distinct value compiles its own sampler).
 
   ``guidance_scale`` is classifier-free guidance w; ``loop_frames`` N > 0
-  turns on loop self-guidance with weight ``loop_weight`` (u) and
-  ``recurrence_steps`` self-recurrence iterations per DDIM step.
+  turns on loop self-guidance with weight ``loop_weight`` (u),
+  ``recurrence_steps`` self-recurrence iterations per DDIM step and its
+  gradient through the network or the clean latent alone
+  (``loop_gradient``, `diffusion.ddim_steps`' ``guidance_gradient``).
   """
   num_steps: int
   eta: float = 0.0
@@ -35,6 +37,7 @@ class SamplingOptions:
   loop_frames: int = 0
   loop_weight: float = 0.0
   recurrence_steps: int = 1
+  loop_gradient: str = "network"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +65,7 @@ class MotionModel:
               **{name: value for name, value in overrides.items() if value is not None}}
     if loop_frames % self.num_frames == 0:
       loop_frames = 0
-      values.update(loop_weight=0.0, recurrence_steps=1)
+      values.update(loop_weight=0.0, recurrence_steps=1, loop_gradient="network")
     return SamplingOptions(loop_frames=loop_frames, **values)
 
   def _ddim_options(self, options: SamplingOptions) -> dict:
@@ -75,6 +78,7 @@ class MotionModel:
           loop_frames=options.loop_frames)
     return dict(eta=options.eta, guidance_scale=options.guidance_scale, guidance_loss=loss,
                 guidance_weight=options.loop_weight, recurrence_steps=options.recurrence_steps,
+                guidance_gradient=options.loop_gradient,
                 prediction=diffusion.prediction_of(self.config.diffusion))
 
   def sample(self, image, rng, options: SamplingOptions) -> jax.Array:

@@ -77,24 +77,32 @@
   let stepIndex = 0;  // sub-steps since the last replay of the pokes
   let scheduled = [];  // [sub-step index, kick (Float64Array 2M)] of replayed pokes
 
+  // The 4 pixels around (x, y) on a width x height grid (centres at
+  // integers; (x, y) clamped to it) and their bilinear weights, as
+  // [[x, y, weight] x 4]. The top-left corner stays one short of the last
+  // column and row, so that x = width - 1 is weight 1 on the last column.
+  function corners(x, y, width, height) {
+    x = Math.min(Math.max(x, 0), width - 1);
+    y = Math.min(Math.max(y, 0), height - 1);
+    const x0 = Math.min(Math.floor(x), Math.max(width - 2, 0));
+    const y0 = Math.min(Math.floor(y), Math.max(height - 2, 0));
+    const x1 = Math.min(x0 + 1, width - 1);
+    const y1 = Math.min(y0 + 1, height - 1);
+    const fx = x - x0;
+    const fy = y - y0;
+    return [[x0, y0, (1 - fx) * (1 - fy)], [x1, y0, fx * (1 - fy)],
+            [x0, y1, (1 - fx) * fy], [x1, y1, fx * fy]];
+  }
+
   // A mode shape at output pixel (x, y): the grid bilinearly upsampled to the
   // output size (half-pixel centres, edges clamped, as cv2.resize and the
-  // GPU's LINEAR filter do), then bilinear between output pixels (as
+  // motion pass do), then bilinear between output pixels (as
   // dynamics._bilinear); in output pixels. Returns Float64Array [M][4].
   function upsampledAt(ix, iy) {
-    const gx = Math.min(Math.max((ix + 0.5) * gw / W - 0.5, 0), gw - 1);
-    const gy = Math.min(Math.max((iy + 0.5) * gh / H - 0.5, 0), gh - 1);
-    const x0 = Math.floor(gx);
-    const y0 = Math.floor(gy);
-    const x1 = Math.min(x0 + 1, gw - 1);
-    const y1 = Math.min(y0 + 1, gh - 1);
-    const fx = gx - x0;
-    const fy = gy - y0;
     const out = new Float64Array(4 * M);
-    const corners = [[x0, y0, (1 - fx) * (1 - fy)], [x1, y0, fx * (1 - fy)],
-                     [x0, y1, (1 - fx) * fy], [x1, y1, fx * fy]];
-    for (let k = 0; k < M; k++) {
-      for (const [cx, cy, weight] of corners) {
+    for (const [cx, cy, weight] of corners((ix + 0.5) * gw / W - 0.5, (iy + 0.5) * gh / H - 0.5,
+                                           gw, gh)) {
+      for (let k = 0; k < M; k++) {
         const base = ((k * gh + cy) * gw + cx) * 4;
         for (let c = 0; c < 4; c++) {
           out[4 * k + c] += weight * halfToFloat(modesHalf[base + c]) * unitScale[c % 2];
@@ -105,16 +113,8 @@
   }
 
   function modeShapeAt(x, y) {
-    const x0 = Math.min(Math.floor(x), Math.max(W - 2, 0));
-    const y0 = Math.min(Math.floor(y), Math.max(H - 2, 0));
-    const x1 = Math.min(x0 + 1, W - 1);
-    const y1 = Math.min(y0 + 1, H - 1);
-    const fx = x - x0;
-    const fy = y - y0;
     const out = new Float64Array(4 * M);
-    const corners = [[x0, y0, (1 - fx) * (1 - fy)], [x1, y0, fx * (1 - fy)],
-                     [x0, y1, (1 - fx) * fy], [x1, y1, fx * fy]];
-    for (const [cx, cy, weight] of corners) {
+    for (const [cx, cy, weight] of corners(x, y, W, H)) {
       const shape = upsampledAt(cx, cy);
       for (let i = 0; i < 4 * M; i++) out[i] += weight * shape[i];
     }
@@ -142,7 +142,7 @@
   // sum_k |S_k(p)|^2 / omega_k (dynamics._modal_impulse), or null where
   // nothing moves.
   function kick(x, y, dx, dy) {
-    const shape = modeShapeAt(Math.min(Math.max(x, 0), W - 1), Math.min(Math.max(y, 0), H - 1));
+    const shape = modeShapeAt(x, y);  // (x, y) clamped to the picture
     let amplitude = 0;
     let norm = 0;
     for (let k = 0; k < M; k++) {
