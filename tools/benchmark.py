@@ -624,8 +624,9 @@ def _animate_benchmark(args) -> None:
     print(f"  load models     {load_s:7.2f}")
     picture, framing = pictures.fit_picture(skimage.data.chelsea(), animator.width,
                                             animator.height)
-    size = pictures.video_size(framing, video_size(args.size))
-    shown = framing.resized(*size).apply(skimage.data.chelsea())
+    video = pictures.video_framing(framing, video_size(args.size))
+    size = (video.out_width, video.out_height)
+    shown = video.apply(skimage.data.chelsea())
     for steps in map(int, args.steps.split(",")):
       options = animator.motion.options(num_steps=steps)
       spectral, first = timed(lambda: animator.spectral(picture, 0, options))

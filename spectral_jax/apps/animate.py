@@ -168,10 +168,9 @@ def run(args) -> None:
     started = time.perf_counter()
     image = pictures.read_picture(picture_path)
     picture, framing = pictures.fit_picture(image, animator.width, animator.height)
-    # The video's framing: the model's crop box at the video's size.
-    size = pictures.video_size(framing, args.size)
-    shown = framing.resized(*size)
-    frame_0 = picture if size == (animator.width, animator.height) else shown.apply(image)
+    shown = pictures.video_framing(framing, args.size)  # The model's crop box, video size.
+    size = (shown.out_width, shown.out_height)
+    frame_0 = shown.apply(image)
     if measured is not None:
       spectral = measured.spectral
       origin = (f"from {args.motion} (K={len(spectral)} over T={period} frames at "

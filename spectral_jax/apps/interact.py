@@ -104,10 +104,9 @@ def run(args) -> None:
                            with_motion=args.motion is None)
   started = time.perf_counter()
   picture, framing = pictures.fit_picture(image, animator.width, animator.height)
-  # The video's framing: the model's crop box at the video's size.
-  size = pictures.video_size(framing, args.size)
-  shown = framing.resized(*size)
-  frame_0 = picture if size == (animator.width, animator.height) else shown.apply(image)
+  shown = pictures.video_framing(framing, args.size)  # The model's crop box, video size.
+  size = (shown.out_width, shown.out_height)
+  frame_0 = shown.apply(image)
   # Modes measured on a clip ring at the frequencies of its clock; sampled
   # ones at the model's.
   if args.motion:

@@ -248,6 +248,12 @@ def video_size(framing: Framing, requested=None) -> tuple[int, int]:
   return step[0] * count, step[1] * count
 
 
+def video_framing(framing: Framing, requested=None) -> Framing:
+  """The framing of a video of the picture ``framing`` frames for the model:
+  the same crop box at `video_size` (``requested`` as there)."""
+  return framing.resized(*video_size(framing, requested))
+
+
 def fit_picture(picture: np.ndarray, out_width: int,
                 out_height: int) -> tuple[np.ndarray, Framing]:
   """uint8 ``[H, W, 3]`` picture → (uint8 ``[out_height, out_width, 3]``, its
